@@ -1,0 +1,1 @@
+"""Subcommands of the `dataengine` command, one module each (see `dataengine.cli`)."""

@@ -1,0 +1,101 @@
+"""`sam_tiny`: a small SAM that trains and runs on a CPU, built around the official prompt encoder and decoder.
+
+The official `Sam`, `PromptEncoder`, `MaskDecoder` and `TwoWayTransformer` are used as they are; only the
+image encoder is a small convolutional network (a stride-8 CNN learned faster per CPU-second than a small
+ViT in trials, see docs/benchmarks.md). Inputs are resized so the long side is `TINY_CONFIG["img_size"]`.
+"""
+from __future__ import annotations
+
+TINY_CONFIG = {
+    "img_size": 256,        # input frame (long side), like SAM's 1024
+    "stride": 8,            # encoder stride: 256 / 8 = 32x32 image embedding, 128x128 low-res masks
+    "embed_dim": 128,       # image embedding channels = prompt embedding dim = decoder transformer dim
+    "widths": [32, 64, 96, 128],
+    "decoder_depth": 2,
+    "decoder_heads": 4,
+    "decoder_mlp_dim": 512,
+    "iou_head_hidden_dim": 128,
+}
+
+
+def _encoder_class():
+    import torch
+    from torch import nn
+
+    class ConvBlock(nn.Module):
+        """Two 3x3 convs with a residual connection (BatchNorm-free, GroupNorm for small batches)."""
+
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            self.norm1 = nn.GroupNorm(8, cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+            self.norm2 = nn.GroupNorm(8, cout)
+            self.skip = (nn.Identity() if stride == 1 and cin == cout
+                         else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.GroupNorm(8, cout)))
+            self.act = nn.GELU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.act(self.norm1(self.conv1(x)))
+            y = self.norm2(self.conv2(y))
+            return self.act(y + self.skip(x))
+
+    class TinyConvEncoder(nn.Module):
+        """Image encoder: (B, 3, S, S) normalised pixels -> (B, embed_dim, S/stride, S/stride) embedding."""
+
+        def __init__(self, img_size: int, stride: int, widths: list[int], embed_dim: int):
+            super().__init__()
+            self.img_size = img_size
+            assert stride in (8, 16), "sam_tiny supports encoder strides 8 and 16"
+            n_down = {8: 3, 16: 4}[stride]
+            layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+                                       nn.GroupNorm(8, widths[0]), nn.GELU()]
+            cin = widths[0]
+            for i, width in enumerate(widths):
+                down = 2 if 0 < i < n_down else 1
+                layers += [ConvBlock(cin, width, down), ConvBlock(width, width, 1)]
+                cin = width
+            self.body = nn.Sequential(*layers)
+            # context at the embedding scale: a dilated block widens the receptive field cheaply
+            self.context = nn.Sequential(nn.Conv2d(cin, cin, 3, padding=2, dilation=2, bias=False),
+                                         nn.GroupNorm(8, cin), nn.GELU(),
+                                         nn.Conv2d(cin, cin, 3, padding=4, dilation=4, bias=False),
+                                         nn.GroupNorm(8, cin), nn.GELU())
+            self.neck = nn.Sequential(nn.Conv2d(cin, embed_dim, 1, bias=False), nn.GroupNorm(1, embed_dim),
+                                      nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
+                                      nn.GroupNorm(1, embed_dim))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.body(x)
+            x = x + self.context(x)
+            return self.neck(x)
+
+    return TinyConvEncoder
+
+
+def build_sam_tiny(config: dict | None = None):
+    """Return an untrained `segment_anything.modeling.Sam` with the `sam_tiny` configuration."""
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    cfg = {**TINY_CONFIG, **(config or {})}
+    embedding_side = cfg["img_size"] // cfg["stride"]
+    encoder = _encoder_class()(cfg["img_size"], cfg["stride"], cfg["widths"], cfg["embed_dim"])
+    sam = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=cfg["embed_dim"],
+            image_embedding_size=(embedding_side, embedding_side),
+            input_image_size=(cfg["img_size"], cfg["img_size"]),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=cfg["decoder_depth"], embedding_dim=cfg["embed_dim"],
+                                          mlp_dim=cfg["decoder_mlp_dim"], num_heads=cfg["decoder_heads"]),
+            transformer_dim=cfg["embed_dim"],
+            iou_head_depth=3,
+            iou_head_hidden_dim=cfg["iou_head_hidden_dim"],
+        ),
+    )
+    sam.eval()
+    return sam
