@@ -20,6 +20,9 @@ from typing import BinaryIO, Iterator
 from urllib.parse import urlparse
 
 
+STREAM_CHUNK = 8 * 1024 * 1024  # bytes per read when streaming between files and the store
+
+
 class NotFound(KeyError):
     """Raised when a key does not exist in the store (whatever the backend)."""
 
@@ -80,6 +83,10 @@ class ObjectStore:
         """Copy an object to another key in the same store; return the new URI."""
         raise NotImplementedError
 
+    def size(self, key: str) -> int:  # pragma: no cover - interface
+        """Return the object's size in bytes (`NotFound` if missing)."""
+        raise NotImplementedError
+
     # derived ----------------------------------------------------------------------------------
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
@@ -93,6 +100,12 @@ class ObjectStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def put_stream(self, key: str, stream: BinaryIO, length: int | None = None) -> str:
+        """Write everything read from `stream` atomically (chunk by chunk, never all in memory); return the URI."""
+        with self.open_write(key) as fh:
+            shutil.copyfileobj(stream, fh, STREAM_CHUNK)
+        return self.url(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
         """Write bytes atomically; return the object's URI."""
@@ -171,19 +184,23 @@ class FileStore(ObjectStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        prefix = prefix.lstrip("/")
-        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
-        if not base.is_dir():
+        # Keys come out in the same lexical order S3 uses: a folder `d` sorts as `d/` among its siblings,
+        # so a depth-first walk with that sort key yields sorted keys holding one folder listing at a time.
+        yield from self._walk(self.root, "", prefix.lstrip("/"))
+
+    def _walk(self, folder: Path, rel: str, prefix: str) -> Iterator[str]:
+        try:
+            with os.scandir(folder) as scan:
+                ranked = sorted(((e.name + "/" if e.is_dir() else e.name, e) for e in scan), key=lambda pair: pair[0])
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-            for name in sorted(filenames):
-                if name.startswith(".") and name.endswith(".tmp"):
-                    continue
-                key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if key.startswith(prefix):
-                    yield key
+        for name, entry in ranked:
+            key = rel + name
+            if name.endswith("/"):
+                if key.startswith(prefix) or prefix.startswith(key):
+                    yield from self._walk(Path(entry.path), key, prefix)
+            elif key.startswith(prefix) and not (name.startswith(".") and name.endswith(".tmp")):
+                yield key
 
     def delete(self, key: str) -> None:
         try:
@@ -196,6 +213,12 @@ class FileStore(ObjectStore):
         if not source.is_file():
             raise NotFound(self.url(src))
         return self.put_file(dst, source)
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(self.url(key))
+        return path.stat().st_size
 
 
 def open_store(uri: str | None = None, **credentials) -> ObjectStore:

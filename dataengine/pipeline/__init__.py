@@ -1,0 +1,1 @@
+"""Stage pipelines as plain functions over a store and a catalog: what the stage DAGs' operators call."""

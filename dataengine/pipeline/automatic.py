@@ -1,0 +1,109 @@
+"""Stage 3, fully automatic: plan shards of images, generate masks per shard, assemble the run's mask table.
+
+Work is mapped over shards (lists of image ids written to the store), never over single images, and every
+step returns keys, not masks. Outputs are deterministic functions of (images, model, settings), so a retried
+or re-run shard rewrites identical bytes at the same keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+
+def run_prefix(dag_id: str, run_id: str) -> str:
+    """Return the store prefix of a run's intermediate outputs: `runs/{dag_id}/{run_id}`."""
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return f"runs/{dag_id}/{safe_run}"
+
+
+def generator_settings(preset: str, overrides: dict | None = None) -> dict:
+    """Return the MaskGenerator settings of a run: preset `preset` updated with `overrides`."""
+    from dataengine.amg import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+    settings = {**PRESETS[preset], **(overrides or {})}
+    settings["preset"] = preset
+    return settings
+
+
+def plan_shards(store, image_ids: list[str], shard_size: int, prefix: str) -> list[dict]:
+    """Write one shard file per `shard_size` images under `{prefix}/shards/`; return [{shard, key, images}]."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    image_ids = sorted(set(image_ids))
+    shards = []
+    for index, start in enumerate(range(0, len(image_ids), shard_size)):
+        key = f"{prefix}/shards/{index:05d}.json"
+        store.put_json(key, {"shard": index, "image_ids": image_ids[start:start + shard_size]})
+        shards.append({"shard": index, "key": key, "images": len(image_ids[start:start + shard_size])})
+    return shards
+
+
+def annotation_id(image_id: str, index: int) -> int:
+    """Return a stable positive 53-bit annotation id for the `index`-th mask of an image."""
+    digest = hashlib.sha256(f"{image_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 11
+
+
+def sa1b_record(image_id: str, width: int, height: int, masks: list[dict]) -> dict:
+    """Return the SA-1B per-image record for generator outputs (`coco_rle` mode) of one image."""
+    annotations = []
+    for index, m in enumerate(masks):
+        annotations.append({
+            "id": annotation_id(image_id, index),
+            "segmentation": m["segmentation"], "bbox": [float(v) for v in m["bbox"]], "area": int(m["area"]),
+            "predicted_iou": round(float(m["predicted_iou"]), 6),
+            "stability_score": round(float(m["stability_score"]), 6),
+            "crop_box": [float(v) for v in m["crop_box"]],
+            "point_coords": [[float(x), float(y)] for x, y in m["point_coords"]],
+        })
+    return {"image": {"image_id": image_id, "width": width, "height": height, "file_name": f"sa_{image_id}.jpg"},
+            "annotations": annotations}
+
+
+def segment_shard(store, shard_key: str, generator, model_version: str, prefix: str) -> dict:
+    """Run automatic generation on every image of a shard; write records and the shard's mask table.
+
+    `generator` is a `dataengine.amg.MaskGenerator` in `coco_rle` output mode. Returns
+    {shard, table_key, record_keys, images, masks, seconds}.
+    """
+    from dataengine.images import decode_rgb
+    from dataengine.masktable import make_table, rows_from_record, write_table
+
+    shard = store.get_json(shard_key)
+    index = int(shard["shard"])
+    rows, record_keys, started = [], [], time.perf_counter()
+    for image_id in shard["image_ids"]:
+        image = decode_rgb(store.get_bytes(f"images/{image_id}.jpg"))
+        height, width = image.shape[:2]
+        record = sa1b_record(image_id, width, height, generator.generate(image))
+        key = f"{prefix}/records/{image_id}.json"
+        store.put_json(key, record)
+        record_keys.append(key)
+        rows.extend(rows_from_record(record, model_version, index))
+    table_key = f"{prefix}/tables/shard_{index:05d}.parquet"
+    write_table(store, table_key, make_table(rows))
+    return {"shard": index, "table_key": table_key, "record_keys": record_keys, "images": len(record_keys),
+            "masks": len(rows), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def merge_mask_tables(store, shard_results: list[dict], prefix: str) -> dict:
+    """Concatenate the shards' mask tables into `{prefix}/tables/masks.parquet` and list the run's records.
+
+    Returns {table_key, records_key, images, masks}; `records_key` holds the sorted SA-1B record keys.
+    """
+    import pandas as pd
+
+    from dataengine.masktable import make_table, read_table, write_table
+
+    shard_results = sorted(shard_results, key=lambda r: r["shard"])
+    tables = [read_table(store, r["table_key"]) for r in shard_results]
+    record_keys = sorted(k for r in shard_results for k in r["record_keys"])
+    records_key = f"{prefix}/records.json"
+    store.put_json(records_key, record_keys)
+    table = pd.concat(tables, ignore_index=True) if tables else make_table([])
+    table = table.sort_values(["image_id", "annotation_id"], kind="stable").reset_index(drop=True)
+    key = f"{prefix}/tables/masks.parquet"
+    write_table(store, key, table)
+    return {"table_key": key, "records_key": records_key, "masks": int(len(table)), "images": len(record_keys)}

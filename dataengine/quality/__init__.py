@@ -1,0 +1,1 @@
+"""Quality control: Great Expectations gates, gold-standard comparison, agreement and audit sampling."""
