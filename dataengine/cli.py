@@ -12,6 +12,8 @@ import sys
 
 COMMAND_MODULES = [
     "dataengine.commands.init",
+    "dataengine.commands.ingest",
+    "dataengine.commands.models",
 ]
 
 

@@ -53,6 +53,7 @@ class RuntimeInfo:
     db_url: str
     airflow_home: Path
     pools: dict[str, int]
+    production_model: str | None = None
 
 
 def run_airflow(args: list[str], home: Path | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -73,10 +74,16 @@ def init_runtime(home: Path | None = None, with_airflow: bool = True) -> Runtime
     store = open_store(config.store_uri())
     catalog = open_catalog(config.db_url())
     catalog.migrate()
+    production = None
+    if config.shipped_model_path().exists():
+        from dataengine.model.registry import ensure_bootstrap_model
+
+        production = ensure_bootstrap_model(store, catalog)["version_id"]
     if with_airflow:
         (home / "airflow").mkdir(parents=True, exist_ok=True)
         run_airflow(["db", "migrate"], home)
         for name, (slots, description) in POOLS.items():
             run_airflow(["pools", "set", name, str(slots), description], home)
     return RuntimeInfo(home=home, store_uri=store.uri, db_url=config.db_url(),
-                       airflow_home=home / "airflow", pools={k: v[0] for k, v in POOLS.items()})
+                       airflow_home=home / "airflow", pools={k: v[0] for k, v in POOLS.items()},
+                       production_model=production)

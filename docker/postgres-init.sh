@@ -11,7 +11,8 @@ set -euo pipefail
 catalog_user="${DATAENGINE_DB_USER:-dataengine}"
 catalog_db="${DATAENGINE_DB_NAME:-dataengine}"
 
-psql_admin=(psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-postgres}")
+psql_admin=(psql -v ON_ERROR_STOP=1 --no-psqlrc
+            --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-postgres}")
 
 # Role: created or its password updated. psql variables (:'name', :"name") quote the values safely.
 "${psql_admin[@]}" -v catalog_user="$catalog_user" -v catalog_password="$DATAENGINE_DB_PASSWORD" <<'SQL'

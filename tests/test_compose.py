@@ -353,6 +353,28 @@ def check_named_volumes(compose: dict) -> list[str]:
     return problems
 
 
+def check_dockerfile(dockerfile: str, pyproject: str) -> list[str]:
+    """The image is the official Airflow image of the version pyproject.toml pins (Python 3.11), with the project
+    pip-installed and the DAGs and plugins where Airflow looks for them."""
+    import tomllib
+
+    problems = []
+    pins = [d for d in tomllib.loads(pyproject)["project"]["dependencies"] if d.startswith("apache-airflow==")]
+    version = pins[0].split("==")[1] if pins else None
+    base = re.search(r"^ARG AIRFLOW_IMAGE=(\S+)", dockerfile, re.MULTILINE)
+    if not base or base.group(1) != f"apache/airflow:{version}-python3.11":
+        found = base.group(1) if base else None
+        problems.append(f"base image {found!r} is not apache/airflow:{version}-python3.11 (pyproject pins {version})")
+    if not re.search(r"^FROM \$\{AIRFLOW_IMAGE\}", dockerfile, re.MULTILINE):
+        problems.append("the Dockerfile is not built FROM ${AIRFLOW_IMAGE}")
+    if not re.search(r"pip install [^\n]*/opt/dataengine/src\b", dockerfile):
+        problems.append("the Dockerfile does not pip-install the project")
+    for folder in ("dags", "plugins"):
+        if not re.search(rf"^COPY\s+(?:--\S+\s+)*{folder}\s+/opt/airflow/{folder}\s*$", dockerfile, re.MULTILINE):
+            problems.append(f"the Dockerfile does not copy {folder}/ to /opt/airflow/{folder}")
+    return problems
+
+
 # --- the real files hold every invariant ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compose():
@@ -403,6 +425,15 @@ def test_named_volumes_are_declared_and_hold_the_state(compose):
     assert check_named_volumes(compose) == []
 
 
+def test_image_is_the_pinned_official_airflow_image_with_the_project_installed():
+    dockerfile, pyproject = DOCKERFILE.read_text(), (REPO / "pyproject.toml").read_text()
+    assert check_dockerfile(dockerfile, pyproject) == []
+    older_base = dockerfile.replace("apache/airflow:3.3.2-python3.11", "apache/airflow:3.2.0-python3.11")
+    assert any("is not apache/airflow:3.3.2-python3.11" in p for p in check_dockerfile(older_base, pyproject))
+    no_dags = re.sub(r"^COPY .* dags /opt/airflow/dags$", "", dockerfile, flags=re.MULTILINE)
+    assert any("does not copy dags/" in p for p in check_dockerfile(no_dags, pyproject))
+
+
 def test_scripts_are_valid_bash():
     for script in (INIT_SCRIPT, POSTGRES_INIT_SCRIPT):
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
@@ -430,7 +461,8 @@ BROKEN_COMPOSE = {
         lambda c: _set_env(_service(c, "airflow-init"), "AIRFLOW_ADMIN_PASSWORD", "${AIRFLOW_ADMIN_PASSWORD:-admin}"),
         "secrets", "AIRFLOW_ADMIN_PASSWORD has an inline fallback"),
     "password inside a broker URL": (
-        lambda c: _set_env(_service(c, "airflow-worker"), "AIRFLOW__CELERY__BROKER_URL", "redis://:s3cr3t@redis:6379/0"),
+        lambda c: _set_env(_service(c, "airflow-worker"), "AIRFLOW__CELERY__BROKER_URL",
+                           "redis://:s3cr3t@redis:6379/0"),
         "secrets", "a URL carries an inline password"),
     "GPU worker on the default queue": (
         lambda c: _service(c, "airflow-worker-gpu0").update(command=["celery", "worker", "-q", "default", "-c", "1"]),
@@ -451,7 +483,8 @@ BROKEN_COMPOSE = {
     "scheduler on another image": (lambda c: _service(c, "airflow-scheduler").update(image="apache/airflow:3.3.2"),
                                    "shared", "airflow-scheduler: image"),
     "triggerer with its own metadata DB": (
-        lambda c: _set_env(_service(c, "airflow-triggerer"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////tmp/a.db"),
+        lambda c: _set_env(_service(c, "airflow-triggerer"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                           "sqlite:////tmp/a.db"),
         "shared", "airflow-triggerer: environment AIRFLOW__DATABASE__SQL_ALCHEMY_CONN differs"),
     "no dag processor": (lambda c: c["services"].pop("airflow-dag-processor"), "shared", "runs `dag-processor`"),
     "catalog in Airflow's database": (
@@ -467,8 +500,9 @@ BROKEN_COMPOSE = {
                                          "volumes", "postgres: /var/lib/postgresql/data is not on a named volume"),
     "init script not in the image": (lambda c: _service(c, "airflow-init").update(command=["/opt/other.sh"]),
                                      "init", "airflow-init does not run /opt/dataengine/init.sh"),
-    "init lacks a required variable": (lambda c: _service(c, "airflow-init")["environment"].pop("AIRFLOW_ADMIN_PASSWORD"),
-                                       "init", "requires AIRFLOW_ADMIN_PASSWORD"),
+    "init lacks a required variable": (
+        lambda c: _service(c, "airflow-init")["environment"].pop("AIRFLOW_ADMIN_PASSWORD"),
+        "init", "requires AIRFLOW_ADMIN_PASSWORD"),
 }
 
 
@@ -623,11 +657,13 @@ def test_airflow_init_sets_up_a_fresh_deployment_and_reruns_cleanly(tmp_path, pg
 
     role, database = catalog_database
     assert _run_postgres_init(role, database, "catalog-password").returncode == 0
-    catalog_url = f"postgresql+psycopg2://{role}:catalog-password@127.0.0.1:5432/{database}"
+    psql = _psql_env()
+    catalog_url = f"postgresql+psycopg2://{role}:catalog-password@{psql['PGHOST']}:{psql['PGPORT']}/{database}"
     s3 = {"bucket": S3_BUCKET, "endpoint": s3_server.endpoint, "access_key": s3_server.access_key,
           "secret_key": s3_server.secret_key}
 
-    placeholder = _run_init({**_init_env(tmp_path, pg_url, catalog_url, s3, "1"), "AIRFLOW_ADMIN_PASSWORD": PLACEHOLDER})
+    placeholder = _run_init({**_init_env(tmp_path, pg_url, catalog_url, s3, "1"),
+                             "AIRFLOW_ADMIN_PASSWORD": PLACEHOLDER})
     assert placeholder.returncode != 0 and "AIRFLOW_ADMIN_PASSWORD" in placeholder.stderr
     assert "airflow-init: migrating" not in placeholder.stdout, "a placeholder must stop the set-up before any change"
 
@@ -651,8 +687,8 @@ def test_airflow_init_sets_up_a_fresh_deployment_and_reruns_cleanly(tmp_path, pg
     assert users == ["operator"]
     assert connection_ids == ["dataengine_db", "dataengine_store"]   # replaced, never duplicated
 
-    listed = subprocess.run(["airflow", "connections", "list", "--show-values", "-o", "json"], env=second_env, capture_output=True,
-                            text=True, timeout=120)
+    listed = subprocess.run(["airflow", "connections", "list", "--show-values", "-o", "json"], env=second_env,
+                            capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
     connections = {c["conn_id"]: c for c in json.loads(listed.stdout[listed.stdout.index("["):])}
     store = connections["dataengine_store"]

@@ -21,6 +21,7 @@ def run_init(args) -> int:
     print(f"engine home   {info.home}")
     print(f"object store  {info.store_uri}")
     print(f"catalog       {info.db_url}")
+    print(f"model         {info.production_model or 'none in production (no shipped checkpoint found)'}")
     print(f"airflow home  {info.airflow_home}  (pools: {', '.join(f'{k}={v}' for k, v in info.pools.items())})")
     return 0
 

@@ -1,0 +1,306 @@
+"""Fully automatic mask generation (stage 3 of the SAM data engine; paper section 4 and appendix B).
+
+`MaskGenerator` is a drop-in for the official `segment_anything.SamAutomaticMaskGenerator`: the same settings
+with the same meaning, the same algorithm, the same records in the same order, plus the paper's rule the official
+code lacks (`max_mask_area_ratio`: drop masks covering at least that share of the image; SA-1B used 0.95).
+
+The algorithm, per crop of the image (the whole image, then the zoomed crop layers):
+  1. embed the crop once; prompt the decoder with a grid of foreground points, three masks per point;
+  2. keep masks with predicted IoU > pred_iou_thresh and stability >= stability_score_thresh (stability: the
+     IoU of the mask thresholded at +offset and at -offset around the logit threshold);
+  3. drop masks whose box lies within 20 px of an inner crop edge; box NMS (box_nms_thresh) ranked by
+     predicted IoU.
+Then box NMS across crops (crop_nms_thresh; smaller crops win), optional hole/island cleanup
+(min_mask_region_area, followed by NMS preferring untouched masks), and the records.
+
+Why it is faster than the reference (same output): the reference upsamples every candidate's logits to full
+resolution before the IoU filter. Here the IoU filter runs on the transformer's output tokens, before any
+mask is even upscaled (`model/decoding.py`); stability, boxes, areas and RLEs of the survivors come from a
+column-resized form of their logits, never the full-resolution map (`model/upsampling.py`, `masks.py`); and
+per-image decoder work is shared by all prompts. Memory is bounded by `points_per_batch` and the upscaling
+budget, whatever the number of points; only RLEs, boxes and scores of kept masks accumulate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+#: Settings of the official generator's constructor, with its defaults (SamAutomaticMaskGenerator.__init__).
+OFFICIAL_DEFAULTS = {
+    "points_per_side": 32,
+    "points_per_batch": 64,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+    "crop_n_layers": 0,
+    "crop_nms_thresh": 0.7,
+    "crop_overlap_ratio": 512 / 1500,
+    "crop_n_points_downscale_factor": 1,
+    "point_grids": None,
+    "min_mask_region_area": 0,
+    "output_mode": "binary_mask",
+}
+DEFAULTS = {**OFFICIAL_DEFAULTS, "points_per_batch": None, "max_mask_area_ratio": None}
+
+#: Named settings. `sa1b`: the SA-1B generation settings (paper appendix B): a 32x32 grid on the image plus
+#: 2x2 and 4x4 crops with 16x16 and 8x8 grids, IoU > 0.88, stability >= 0.95, NMS 0.7 within and across crops,
+#: drop masks covering >= 95% of the image, fill holes and remove islands under 100 px, COCO RLE output.
+PRESETS = {
+    "official": {key: OFFICIAL_DEFAULTS[key] for key in OFFICIAL_DEFAULTS if key != "points_per_batch"},
+    "sa1b": {
+        "points_per_side": 32,
+        "pred_iou_thresh": 0.88,
+        "stability_score_thresh": 0.95,
+        "stability_score_offset": 1.0,
+        "box_nms_thresh": 0.7,
+        "crop_n_layers": 2,
+        "crop_nms_thresh": 0.7,
+        "crop_overlap_ratio": 512 / 1500,
+        "crop_n_points_downscale_factor": 2,
+        "min_mask_region_area": 100,
+        "max_mask_area_ratio": 0.95,
+        "output_mode": "coco_rle",
+    },
+}
+
+UPSCALE_BUDGET = 1 << 24     # column-form logits (floats) processed at once: bounds memory on huge images
+EDGE_TOLERANCE = 20.0        # px: a box this close to an inner crop edge is cut by the crop (official value)
+
+
+@dataclass
+class MaskSet:
+    """Kept masks of a crop or image: RLEs (list of uncompressed dicts) and (N, ...) tensors, image frame."""
+
+    rles: list
+    boxes: object          # (N, 4) int64 XYXY, inclusive max
+    iou: object            # (N,) float32 predicted IoU
+    stability: object      # (N,) float32
+    points: object         # (N, 2) float64 prompt point (x, y)
+    crop_boxes: object     # (N, 4) int64 XYXY crop that produced the mask
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def take(self, index) -> "MaskSet":
+        """Return the masks at `index` (int64 tensor), in that order."""
+        rows = index.tolist()
+        return MaskSet([self.rles[i] for i in rows], self.boxes[index], self.iou[index],
+                       self.stability[index], self.points[index], self.crop_boxes[index])
+
+    @staticmethod
+    def concat(parts: list, device) -> "MaskSet":
+        """Concatenate mask sets (an empty list gives an empty set on `device`)."""
+        import torch
+
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            z = torch.zeros(0, dtype=torch.long, device=device)
+            return MaskSet([], z.reshape(0, 4), z.float(), z.float(), z.double().reshape(0, 2), z.reshape(0, 4))
+        return MaskSet([r for p in parts for r in p.rles],
+                       *(torch.cat([getattr(p, f) for p in parts])
+                         for f in ("boxes", "iou", "stability", "points", "crop_boxes")))
+
+
+def resolve_settings(preset: str | None = None, **settings) -> dict:
+    """Return the full settings: defaults, then the preset, then `settings`; raise on unknown names or values."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown mask generator setting(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(DEFAULTS))}")
+    resolved = {**DEFAULTS, **(PRESETS[preset] if preset else {}), **settings}
+    if settings.get("point_grids") is not None and "points_per_side" not in settings:
+        resolved["points_per_side"] = None
+    if (resolved["points_per_side"] is None) == (resolved["point_grids"] is None):
+        raise ValueError("exactly one of points_per_side and point_grids must be given")
+    if resolved["output_mode"] not in OUTPUT_MODES:
+        raise ValueError(f"output_mode {resolved['output_mode']!r}: expected one of {', '.join(OUTPUT_MODES)}")
+    ratio = resolved["max_mask_area_ratio"]
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ValueError(f"max_mask_area_ratio {ratio!r}: expected a share of the image in (0, 1], or None")
+    for name in ("points_per_side", "points_per_batch"):
+        value = resolved[name]
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} {value!r}: expected a positive integer")
+    if not isinstance(resolved["crop_n_layers"], int) or resolved["crop_n_layers"] < 0:
+        raise ValueError(f"crop_n_layers {resolved['crop_n_layers']!r}: expected an integer >= 0")
+    return resolved
+
+
+class MaskGenerator:
+    """Automatic mask generator: `MaskGenerator(model, preset=None, **settings).generate(image)`.
+
+    `model` is a `segment_anything.modeling.Sam`; `settings` are the official `SamAutomaticMaskGenerator`
+    keywords (same meaning) plus `max_mask_area_ratio` (None = off). `points_per_batch=None` picks a batch size
+    for the model's device. `generate` takes an (H, W, 3) uint8 RGB array and returns one dict per mask with the
+    official keys, in the official order: segmentation, area, bbox (XYWH, w = x_max - x_min), predicted_iou,
+    point_coords ([[x, y]]), stability_score, crop_box (XYWH).
+    """
+
+    def __init__(self, model, preset: str | None = None, **settings):
+        from segment_anything.utils.amg import build_all_layer_point_grids
+
+        from dataengine.model.decoding import PointDecoder
+        from dataengine.model.device import default_points_per_batch, model_device
+
+        self.model = model
+        self.settings = resolve_settings(preset, **settings)
+        for name, value in self.settings.items():
+            setattr(self, name, value)
+        self.device = model_device(model)
+        if self.points_per_batch is None:
+            self.points_per_batch = default_points_per_batch(self.device)
+        if self.points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(
+                self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
+        if len(self.point_grids) < self.crop_n_layers + 1:
+            raise ValueError(f"point_grids has {len(self.point_grids)} grid(s); crop_n_layers="
+                             f"{self.crop_n_layers} needs {self.crop_n_layers + 1}")
+        self.decoder = PointDecoder(model)
+
+    def generate(self, image) -> list[dict]:
+        """Return the mask records of an (H, W, 3) uint8 RGB image (see the class docstring)."""
+        import torch
+        from segment_anything.utils.amg import generate_crop_boxes
+        from torchvision.ops import box_area
+
+        from dataengine.masks import box_nms
+        from dataengine.model.embeddings import check_image
+
+        check_image(image)
+        height, width = image.shape[:2]
+        crop_boxes, layers = generate_crop_boxes((height, width), self.crop_n_layers, self.crop_overlap_ratio)
+        with torch.no_grad():
+            masks = MaskSet.concat([self._process_crop(image, box, layer)
+                                    for box, layer in zip(crop_boxes, layers)], self.device)
+            if len(crop_boxes) > 1 and len(masks):
+                prefer_small_crops = 1 / box_area(masks.crop_boxes)
+                masks = masks.take(box_nms(masks.boxes, prefer_small_crops, self.crop_nms_thresh))
+            if self.min_mask_region_area > 0 and len(masks):
+                masks = self._clean_small_regions(masks, (height, width))
+        return self._records(masks)
+
+    def _process_crop(self, image, crop_box, layer: int) -> MaskSet:
+        """Embed one crop, decode its point grid batch by batch, NMS within the crop."""
+        import numpy as np
+        import torch
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        from dataengine.masks import box_nms
+        from dataengine.model.embeddings import compute_embedding
+
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        embedding = compute_embedding(self.model, crop)
+        self.decoder.set_features(embedding.features)
+        crop_points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
+        model_points = ResizeLongestSide(self.model.image_encoder.img_size).apply_coords(crop_points,
+                                                                                         crop.shape[:2])
+        sparse = self.decoder.embed_points(torch.as_tensor(model_points, device=self.device))
+        image_points = torch.as_tensor(crop_points, device=self.device) + torch.tensor(
+            [[x0, y0]], device=self.device)
+        parts = []
+        for start in range(0, len(crop_points), self.points_per_batch):
+            batch = slice(start, start + self.points_per_batch)
+            parts.append(self._process_batch(sparse[batch], image_points[batch], embedding, crop_box,
+                                             image.shape[:2]))
+        masks = MaskSet.concat(parts, self.device)
+        if len(masks):
+            masks = masks.take(box_nms(masks.boxes, masks.iou, self.box_nms_thresh))
+        return masks
+
+    def _process_batch(self, sparse, points, embedding, crop_box, image_size) -> MaskSet:
+        """Decode one batch of point prompts and keep the masks that pass every per-mask filter."""
+        import torch
+
+        decoded = self.decoder.decode(sparse)
+        iou = decoded.iou.float().flatten()                       # point-major, then the 3 masks of a point
+        if self.pred_iou_thresh > 0:
+            candidates = torch.nonzero(iou > self.pred_iou_thresh).flatten()
+        else:
+            candidates = torch.arange(len(iou), device=iou.device)
+        if len(candidates) == 0:
+            return MaskSet.concat([], self.device)
+        low_res = self.decoder.mask_logits(decoded, candidates // 3, candidates % 3).float()
+        rows, width = embedding.input_size[0], image_size[1]
+        chunk = max(1, UPSCALE_BUDGET // max(1, rows * width))
+        parts = []
+        for index in torch.split(torch.arange(len(candidates), device=iou.device), chunk):
+            parts.append(self._filter_and_encode(low_res[index], iou[candidates[index]],
+                                                 points[candidates[index] // 3], embedding, crop_box, image_size))
+        return MaskSet.concat(parts, self.device)
+
+    def _filter_and_encode(self, low_res, iou, points, embedding, crop_box, image_size) -> MaskSet:
+        """Stability filter, RLE/box/area, crop-edge filter and area rule for a chunk of candidate masks."""
+        import torch
+
+        from dataengine.masks import column_changes_to_positions, encode_changes, is_box_near_crop_edge
+        from dataengine.model.upsampling import UpscaledLogits
+
+        x0, y0, x1, y1 = crop_box
+        logits = UpscaledLogits(low_res, embedding.input_size, (y1 - y0, x1 - x0), self.model.image_encoder.img_size)
+        threshold, offset = self.model.mask_threshold, self.stability_score_offset
+        stability = logits.count_above(threshold + offset) / logits.count_above(threshold - offset)
+        if self.stability_score_thresh > 0:
+            stable = torch.nonzero(stability >= self.stability_score_thresh).flatten()
+            logits, stability, iou, points = logits.select(stable), stability[stable], iou[stable], points[stable]
+        if logits.count == 0:
+            return MaskSet.concat([], self.device)
+        within, top, bottom = logits.column_changes(threshold)
+        ids, positions = column_changes_to_positions(within, top, bottom, crop_box, image_size)
+        encoded = encode_changes(ids, positions, logits.count, image_size)
+        height, width = image_size
+        keep = ~is_box_near_crop_edge(encoded.boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
+        if self.max_mask_area_ratio is not None:
+            keep &= encoded.areas < self.max_mask_area_ratio * height * width
+        keep = torch.nonzero(keep).flatten()
+        crop_boxes = torch.tensor([list(crop_box)], dtype=torch.long, device=self.device).expand(len(keep), 4)
+        return MaskSet([encoded.rles[i] for i in keep.tolist()], encoded.boxes[keep], iou[keep],
+                       stability[keep], points[keep], crop_boxes)
+
+    def _clean_small_regions(self, masks: MaskSet, image_size) -> MaskSet:
+        """Fill holes and remove islands under min_mask_region_area, then NMS preferring untouched masks."""
+        import torch
+
+        from dataengine.masks import box_nms, clean_mask_regions, masks_to_rles, rle_to_mask
+
+        rles, boxes, untouched = list(masks.rles), masks.boxes.clone(), []
+        for i, rle in enumerate(masks.rles):
+            cleaned, changed = clean_mask_regions(rle_to_mask(rle), self.min_mask_region_area)
+            untouched.append(0.0 if changed else 1.0)
+            if changed:
+                encoded = masks_to_rles(torch.from_numpy(cleaned)[None])
+                rles[i], boxes[i] = encoded.rles[0], encoded.boxes[0].to(boxes.device)
+        keep = box_nms(boxes, torch.tensor(untouched, device=boxes.device),
+                       max(self.box_nms_thresh, self.crop_nms_thresh))
+        updated = MaskSet(rles, boxes, masks.iou, masks.stability, masks.points, masks.crop_boxes)
+        return updated.take(keep)
+
+    def _records(self, masks: MaskSet) -> list[dict]:
+        """Return the official records of a mask set, in its order."""
+        from dataengine.masks import box_xyxy_to_xywh, coco_encode_rle, rle_area, rle_to_mask
+
+        boxes, crop_boxes = masks.boxes.tolist(), masks.crop_boxes.tolist()
+        ious, stabilities = masks.iou.tolist(), masks.stability.tolist()
+        points = masks.points.tolist()
+        records = []
+        for i, rle in enumerate(masks.rles):
+            if self.output_mode == "coco_rle":
+                segmentation = coco_encode_rle(rle)
+            elif self.output_mode == "binary_mask":
+                segmentation = rle_to_mask(rle)
+            else:
+                segmentation = rle
+            records.append({
+                "segmentation": segmentation,
+                "area": rle_area(rle),
+                "bbox": box_xyxy_to_xywh(boxes[i]),
+                "predicted_iou": ious[i],
+                "point_coords": [points[i]],
+                "stability_score": stabilities[i],
+                "crop_box": box_xyxy_to_xywh(crop_boxes[i]),
+            })
+        return records
