@@ -252,29 +252,35 @@ class MaskGenerator:
         within, top, bottom = logits.column_changes(threshold)
         ids, positions = column_changes_to_positions(within, top, bottom, crop_box, image_size)
         encoded = encode_changes(ids, positions, logits.count, image_size)
+        # an empty mask's box is [0, 0, 0, 0] in the crop's frame (the official convention), i.e. the crop origin
+        origin = torch.tensor([x0, y0, x0, y0], dtype=torch.long, device=encoded.boxes.device)
+        boxes = torch.where((encoded.areas == 0)[:, None], origin, encoded.boxes)
         height, width = image_size
-        keep = ~is_box_near_crop_edge(encoded.boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
         if self.max_mask_area_ratio is not None:
             keep &= encoded.areas < self.max_mask_area_ratio * height * width
         keep = torch.nonzero(keep).flatten()
         crop_boxes = torch.tensor([list(crop_box)], dtype=torch.long, device=self.device).expand(len(keep), 4)
-        return MaskSet([encoded.rles[i] for i in keep.tolist()], encoded.boxes[keep], iou[keep],
+        return MaskSet([encoded.rles[i] for i in keep.tolist()], boxes[keep], iou[keep],
                        stability[keep], points[keep], crop_boxes)
 
     def _clean_small_regions(self, masks: MaskSet, image_size) -> MaskSet:
         """Fill holes and remove islands under min_mask_region_area, then NMS preferring untouched masks."""
         import torch
 
-        from dataengine.masks import box_nms, clean_mask_regions, masks_to_rles, rle_to_mask
+        from dataengine.masks import box_nms, clean_mask_regions, masks_to_rles, rle_area, rle_to_mask
 
         rles, boxes, untouched = list(masks.rles), masks.boxes.clone(), []
+        empty = torch.tensor([rle_area(rle) == 0 for rle in rles], device=boxes.device)
+        nms_boxes = torch.where(empty[:, None], torch.zeros_like(boxes), boxes)   # boxes of the masks as they are
         for i, rle in enumerate(masks.rles):
             cleaned, changed = clean_mask_regions(rle_to_mask(rle), self.min_mask_region_area)
             untouched.append(0.0 if changed else 1.0)
             if changed:
                 encoded = masks_to_rles(torch.from_numpy(cleaned)[None])
                 rles[i], boxes[i] = encoded.rles[0], encoded.boxes[0].to(boxes.device)
-        keep = box_nms(boxes, torch.tensor(untouched, device=boxes.device),
+                nms_boxes[i] = boxes[i]
+        keep = box_nms(nms_boxes, torch.tensor(untouched, device=boxes.device),
                        max(self.box_nms_thresh, self.crop_nms_thresh))
         updated = MaskSet(rles, boxes, masks.iou, masks.stability, masks.points, masks.crop_boxes)
         return updated.take(keep)

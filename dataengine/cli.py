@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = [
     "dataengine.commands.init",
+    "dataengine.commands.demo",
     "dataengine.commands.ingest",
     "dataengine.commands.models",
 ]

@@ -128,6 +128,10 @@ class WeedServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=20)
+        # weed leaves unix sockets named after its ports in /tmp: remove this server's own.
+        for port in self.ports.values():
+            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                socket_file.unlink(missing_ok=True)
 
     def log_text(self) -> str:
         """Return the server's log so far."""

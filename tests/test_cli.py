@@ -13,9 +13,18 @@ def test_every_subcommand_has_help_and_a_function():
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {"init", "env"} <= set(subparsers.choices)
+    def leaves(parser, path):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested:
+            yield path, parser
+        for action in nested:
+            for name, sub in action.choices.items():
+                yield from leaves(sub, path + [name])
+
     for name, sub in subparsers.choices.items():
-        assert sub.get_default("func") is not None, f"subcommand {name} has no function"
         assert sub.format_help().startswith(f"usage: dataengine {name}")
+        for path, leaf in leaves(sub, [name]):
+            assert leaf.get_default("func") is not None, f"subcommand {' '.join(path)} has no function"
 
 
 def test_console_script_prints_help():

@@ -101,3 +101,14 @@ def test_catalog_hook_falls_back_to_the_engine_config(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAENGINE_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
     assert EngineCatalogHook().get_url() == f"sqlite:///{tmp_path / 'env.db'}"
     assert EngineCatalogHook().get_catalog().count_images() == 0
+
+
+def test_catalog_hook_reads_a_sqlalchemy_uri_connection(pg_url, monkeypatch):
+    from operators.hooks import EngineCatalogHook
+
+    # docker/init.sh defines the connection this way: `airflow connections add dataengine_db --conn-uri URL`
+    monkeypatch.setenv("AIRFLOW_CONN_DATAENGINE_DB", pg_url)
+    assert EngineCatalogHook().get_url() == pg_url
+    catalog = EngineCatalogHook().get_catalog()
+    assert catalog.dialect == "postgresql" and catalog.count_images() == 0
+    catalog.dispose()

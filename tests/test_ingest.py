@@ -294,3 +294,26 @@ def test_cli_reports_a_missing_source(tmp_path, capsys):
                      "--db", f"sqlite:///{tmp_path / 'c.db'}"])
     assert code == 2
     assert f"ingest source {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_privacy_detectors_are_the_shipped_cascades_and_count_regions():
+    import cv2
+    from skimage import data
+
+    from dataengine.privacy import FACE_CASCADES, PLATE_CASCADES, blur_private_regions, blur_regions
+
+    for name in FACE_CASCADES + PLATE_CASCADES:
+        assert (Path(cv2.data.haarcascades) / name).is_file()
+    astronaut = data.astronaut()
+    faces_only = blur_private_regions(astronaut, faces=True, plates=False)
+    assert len(faces_only.faces) == 1 and faces_only.regions == 1
+    x, y, w, h = faces_only.faces[0]
+    assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 160, "the box must sit on the astronaut's face"
+    nothing = blur_private_regions(astronaut, faces=False, plates=False)
+    assert nothing.regions == 0 and np.array_equal(nothing.pixels, astronaut)
+    for name in ("coffee", "chelsea", "rocket"):  # photographs without people or cars
+        assert blur_private_regions(getattr(data, name)()).regions == 0, name
+    # a licence-plate box is blurred like a face: inside changes, outside the padded box stays
+    plate = blur_regions(astronaut, np.array([[300, 400, 80, 20]]))
+    assert np.abs(plate[400:420, 300:380].astype(int) - astronaut[400:420, 300:380]).mean() > 5
+    assert np.array_equal(plate[:390], astronaut[:390]) and np.array_equal(plate[:, :280], astronaut[:, :280])

@@ -1,0 +1,555 @@
+"""Training a SAM with the paper's simulated interactive recipe (App. A), on CPU or CUDA.
+
+One training step:
+1. encode `images_per_step` images once (the expensive part);
+2. pick up to `masks_per_image` gold masks per image; each starts from a point (the centre click of the
+   protocol or a uniform point inside the mask) or, with `box_probability`, a noisy box (the gold box with
+   noise of std 10% of its side, capped at 20 px, scaled to the model frame);
+3. run `rounds` decoder passes: after each, a new click is added at the error region (uniformly sampled as in
+   the paper, or the protocol's centre click) and the previous low-res logits (of the mask with the highest
+   predicted IoU) are fed back as the mask prompt;
+4. the loss of a round is the mask loss of the lowest-loss of the three masks (first round, single point)
+   or of the single mask (later rounds, boxes), plus the MSE between predicted and actual IoUs.
+   Rounds listed by `grad_rounds` get gradients; the others run without them (cheaper; their logits still
+   feed the next round), which is how a CPU can afford many rounds.
+
+The mask loss is a setting: `focal_dice` is the paper's (focal x20 + dice); `bce_dice` (BCE + dice, 1:1) is the
+default for training from scratch because 20:1 focal collapsed to empty masks from scratch in trials here.
+Everything random comes from generators seeded by (seed, step), so a run is deterministic and resumes exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT = 20.0, 1.0, 1.0     # paper App. A (focal:dice 20:1, MSE IoU weight 1)
+BOX_NOISE_STD, BOX_NOISE_CAP = 0.1, 20.0                   # paper App. A: std 10% of the side, at most 20 px
+SYNTH_TRAIN_SEED_BASE = 1_000_000_000                      # synthetic training scenes: seeds from here upwards
+                                                           # (gold, demo and held-out scenes use seeds < 1e9)
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines a training run (saved in the model card)."""
+
+    steps: int = 2000
+    images_per_step: int = 4
+    masks_per_image: int = 8
+    rounds: int = 5                    # decoder passes per mask: first prompt + (rounds - 1) corrective clicks
+    grad_rounds: str = "all"           # "all", or "first_last_random": round 1, the last and one random other
+    lr: float = 1e-3
+    min_lr_fraction: float = 0.02      # cosine decay to lr * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    clip_grad: float = 1.0
+    loss: str = "bce_dice"             # or "focal_dice" (the paper's 20:1)
+    box_probability: float = 0.2
+    center_click_probability: float = 0.5   # first and corrective clicks: protocol centre vs uniform sample
+    seed: int = 0
+    checkpoint_every: int = 100        # steps between resumable checkpoints
+    heldout_every: int = 0             # steps between held-out loss evaluations (0: only at the end)
+    heldout_images: int = 16
+    num_workers: int = 1
+    threads: int = 2
+
+    def rounds_with_grad(self, rng) -> set[int]:
+        """Return the round indices that get gradients in one step."""
+        if self.grad_rounds == "all" or self.rounds <= 2:
+            return set(range(self.rounds))
+        if self.grad_rounds == "first_last_random":
+            return {0, self.rounds - 1, int(rng.integers(1, self.rounds - 1))} if self.rounds > 2 else {0, 1}
+        raise ValueError(f"grad_rounds {self.grad_rounds!r}: expected 'all' or 'first_last_random'")
+
+
+# --- data ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """One training image in the model frame: `image` (h, w, 3) uint8 with long side img_size, `masks`
+    (M, h, w) bool gold masks (already resized)."""
+
+    image: "object"
+    masks: "object"
+    name: str = ""
+
+
+def to_frame(image, masks, img_size: int) -> Sample:
+    """Return a Sample resized so the long side is `img_size` (SAM's ResizeLongestSide rounding)."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    scale = img_size / max(h, w)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    if (nh, nw) == (h, w):
+        return Sample(image=image, masks=np.asarray(masks, dtype=bool))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((len(masks), nh, nw), bool)
+    for i, m in enumerate(masks):
+        out[i] = cv2.resize(m.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA) >= 0.5
+    return Sample(image=resized, masks=out)
+
+
+class SyntheticScenes:
+    """Map-style dataset of synthetic scenes rendered at the model frame: item i is the scene of seed base + i."""
+
+    def __init__(self, img_size: int, seed_base: int = SYNTH_TRAIN_SEED_BASE):
+        self.img_size, self.seed_base = img_size, seed_base
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, index: int) -> Sample:
+        from dataengine.synth import render_scene
+
+        scene = render_scene(self.seed_base + int(index), long_side=self.img_size)
+        return Sample(image=scene.image, masks=scene.masks, name=f"synth:{self.seed_base + int(index)}")
+
+
+class StoreRecords:
+    """Map-style dataset over SA-1B records in an object store: item i is record key `keys[i]` with its image."""
+
+    def __init__(self, store, record_keys: list[str], img_size: int, image_prefix: str = "images/"):
+        self.store, self.keys, self.img_size, self.image_prefix = store, list(record_keys), img_size, image_prefix
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> Sample:
+        import cv2
+        import numpy as np
+
+        from dataengine.masks import coco_decode
+
+        key = self.keys[index]
+        record = json.loads(self.store.get_bytes(key))
+        info = record["image"]
+        image_key = self.image_prefix + info.get("file_name", f"{info['image_id']}.jpg")
+        raw = np.frombuffer(self.store.get_bytes(image_key), np.uint8)
+        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"record {key}: image {image_key} is not a decodable image")
+        image = image[..., ::-1]
+        masks = []
+        for ann in record["annotations"]:
+            mask = coco_decode(ann["segmentation"])
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"record {key}: mask size {list(mask.shape)} does not match image "
+                                 f"{image.shape[0]}x{image.shape[1]}")
+            if mask.mean() <= 0.9:   # paper App. A: masks covering > 90% of the image are discarded
+                masks.append(mask)
+        masks = np.stack(masks) if masks else np.zeros((0,) + image.shape[:2], bool)
+        sample = to_frame(np.ascontiguousarray(image), masks, self.img_size)
+        sample.name = key
+        return sample
+
+
+def split_heldout(record_keys: list[str], fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """Return (train, heldout) keys: a key is held out when its hash falls in the first `fraction` (stable)."""
+    import hashlib
+
+    train, heldout = [], []
+    for key in sorted(record_keys):
+        bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
+        (heldout if bucket < fraction else train).append(key)
+    if not train and heldout:
+        train, heldout = heldout[1:], heldout[:1]
+    return train, heldout
+
+
+class _StepBatches:
+    """Map-style dataset: item t is the list of samples of step t (so a worker renders whole steps)."""
+
+    def __init__(self, dataset, images_per_step: int, seed: int):
+        self.dataset, self.k, self.seed = dataset, images_per_step, seed
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int):
+        import numpy as np
+
+        n = len(self.dataset)
+        if n >= 2**31 - 1:   # infinite synthetic stream: consecutive scenes
+            return [self.dataset[step * self.k + i] for i in range(self.k)]
+        rng = np.random.default_rng([self.seed, 7, step // max(1, n // self.k)])
+        order = rng.permutation(n)   # epoch-wise shuffle, deterministic by (seed, epoch)
+        start = (step * self.k) % n
+        return [self.dataset[int(order[(start + i) % n])] for i in range(self.k)]
+
+
+# --- the interactive step ------------------------------------------------------------------------------------
+
+def decode(sam, src, image_pe, sparse, dense):
+    """Run the official MaskDecoder's computation on per-prompt image embeddings.
+
+    `src` (N, C, h, w) is each prompt's image embedding (already expanded per prompt, so prompts of several
+    images decode in one call), `sparse` (N, T, C), `dense` (N, C, h, w). Returns all four mask logits
+    (N, 4, 4h, 4w) and predicted IoUs (N, 4): index 0 is the single-mask output, 1..3 the multimask ones.
+    """
+    import torch
+
+    d = sam.mask_decoder
+    output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    n, c, h, w = src.shape
+    hs, keys = d.transformer(src + dense, image_pe.expand(n, -1, -1, -1), tokens)
+    upscaled = d.output_upscaling(keys.transpose(1, 2).reshape(n, c, h, w))
+    hyper = torch.stack([d.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(d.num_mask_tokens)], 1)
+    _, uc, uh, uw = upscaled.shape
+    logits = (hyper @ upscaled.reshape(n, uc, uh * uw)).reshape(n, -1, uh, uw)
+    return logits, d.iou_prediction_head(hs[:, 0, :])
+
+
+def _embed_prompts(sam, coords, labels, boxes, uses_box):
+    """Return sparse embeddings (N, T, C): point-started prompts padded with a non-point, box-started ones
+    carry the box plus their later points (both groups have the same token count)."""
+    import torch
+
+    pe = sam.prompt_encoder
+    n = coords.shape[0]
+    out = None
+    for group in (~uses_box, uses_box):
+        idx = torch.nonzero(group).flatten()
+        if len(idx) == 0:
+            continue
+        if group is uses_box:
+            pts = coords[idx, 1:] if coords.shape[1] > 1 else None
+            lab = labels[idx, 1:] if coords.shape[1] > 1 else None
+            emb, _ = pe((pts, lab) if pts is not None else None, boxes[idx], None)
+        else:
+            emb, _ = pe((coords[idx], labels[idx]), None, None)
+        if out is None:
+            out = emb.new_zeros((n,) + emb.shape[1:])
+        out[idx] = emb
+    return out
+
+
+def _mask_losses(logits, target, kind: str):
+    """Return per-mask losses (N, K) of logits (N, K, L, L) against soft targets (N, 1, L, L)."""
+    import torch
+    import torch.nn.functional as F
+
+    target = target.expand_as(logits)
+    prob = logits.sigmoid()
+    inter = (prob * target).flatten(2).sum(-1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if kind == "bce_dice":
+        return bce.flatten(2).mean(-1) + dice
+    if kind == "focal_dice":
+        p_t = prob * target + (1 - prob) * (1 - target)
+        alpha_t = 0.25 * target + 0.75 * (1 - target)
+        focal = (alpha_t * (1 - p_t) ** 2 * bce).flatten(2).mean(-1)
+        return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice
+    raise ValueError(f"loss {kind!r}: expected 'bce_dice' or 'focal_dice'")
+
+
+def _uniform_points(region, generator):
+    """Return (N, 2) long (x, y) pixels drawn uniformly from each (N, S, S) bool region (empty: the centre)."""
+    import torch
+
+    n, s, _ = region.shape
+    flat = region.reshape(n, -1).float()
+    empty = flat.sum(1) == 0
+    flat[empty, (s // 2) * s + s // 2] = 1.0
+    idx = torch.multinomial(flat, 1, generator=generator).flatten()
+    return torch.stack([idx % s, idx // s], dim=1)
+
+
+def _center_points(region, valid):
+    """Return (N, 2) long (x, y): for each (S, S) bool region the pixel farthest from its boundary."""
+    import numpy as np
+    import torch
+
+    from dataengine.simulate import _distance_inside
+
+    out = np.zeros((region.shape[0], 2), np.int64)
+    reg = region.cpu().numpy()
+    val = valid.cpu().numpy()
+    for i in range(len(reg)):
+        r = reg[i] & val[i]
+        if not r.any():
+            out[i] = (reg.shape[2] // 2, reg.shape[1] // 2)
+            continue
+        d = _distance_inside(r)
+        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+        out[i] = (x, y)
+    return torch.from_numpy(out).to(region.device)
+
+
+def _error_clicks(pred, gold, valid, use_center, generator):
+    """Return the next clicks (N, 2) long and labels (N,) int for predictions and gold (N, S, S) bool.
+
+    Uniform: a pixel drawn uniformly from the error region; positive if it is a missed pixel (paper App. A).
+    Centre: the protocol's click (farthest from the boundary of the larger of the missed / false regions).
+    """
+    import torch
+
+    fn = gold & ~pred & valid
+    fp = pred & ~gold & valid
+    error = fn | fp
+    coords = _uniform_points(error, generator)
+    if use_center.any():
+        idx = torch.nonzero(use_center).flatten()
+        from dataengine.simulate import _distance_inside
+        import numpy as np
+
+        fn_np, fp_np = fn[idx].cpu().numpy(), fp[idx].cpu().numpy()
+        centre = np.zeros((len(idx), 2), np.int64)
+        for j in range(len(idx)):
+            dn, dp = _distance_inside(fn_np[j]), _distance_inside(fp_np[j])
+            d = dn if dn.max() > dp.max() else dp
+            y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+            centre[j] = (x, y)
+        coords[idx] = torch.from_numpy(centre).to(coords.device)
+    n = gold.shape[0]
+    ys, xs = coords[:, 1], coords[:, 0]
+    labels = gold[torch.arange(n, device=gold.device), ys, xs].int()
+    return coords, labels
+
+
+def _noisy_boxes(gold, generator):
+    """Return (N, 4) float XYXY boxes of gold masks (N, S, S) with the paper's noise (std 10% side, cap 20 px)."""
+    import torch
+
+    n, s, _ = gold.shape
+    rows, cols = gold.any(2), gold.any(1)
+    ar = torch.arange(s, device=gold.device)
+    y0 = torch.where(rows, ar, s).amin(1)
+    y1 = torch.where(rows, ar, -1).amax(1)
+    x0 = torch.where(cols, ar, s).amin(1)
+    x1 = torch.where(cols, ar, -1).amax(1)
+    box = torch.stack([x0, y0, x1, y1], 1).float()
+    side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1).float() + 1
+    cap = BOX_NOISE_CAP * s / 1024.0   # the paper's 20 px are at 1024 px; scale to this frame
+    noise = torch.randn(box.shape, generator=generator, device="cpu").to(box.device) * BOX_NOISE_STD * side
+    box = box + noise.clamp(-cap, cap)
+    return box.clamp(0, s - 1)
+
+
+def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSettings, step_seed, train=True):
+    """Return (loss tensor, stats dict) of one simulated interactive session for a batch.
+
+    `images` (B, 3, S, S) preprocessed pixels, `gold` (N, S, S) bool, `image_index` (N,) long (image of each
+    mask), `valid` (B, S, S) bool (pixels inside the image, not padding).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(step_seed)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    device = images.device
+    n, s = gold.shape[0], gold.shape[-1]
+    embeddings = sam.image_encoder(images)
+    src = embeddings[image_index]
+    image_pe = sam.prompt_encoder.get_dense_pe()
+    low = src.shape[-1] * 4
+    gold_f = gold[:, None].float()
+    target = F.adaptive_avg_pool2d(gold_f, low)
+    valid_n = valid[image_index]
+
+    uses_box = torch.from_numpy(rng.random(n) < settings.box_probability).to(device)
+    centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
+    first = _error_clicks(torch.zeros_like(gold), gold, valid_n, centre, gen)
+    coords, labels = first[0][:, None].float(), first[1][:, None]
+    boxes = _noisy_boxes(gold, gen)
+    grad_rounds = settings.rounds_with_grad(rng) if train else set(range(settings.rounds))
+    prev_logits = None
+    total = torch.zeros((), device=device)
+    stats = {"mask_loss": 0.0, "iou_loss": 0.0}
+    iou_by_round = []
+    for r in range(settings.rounds):
+        with torch.set_grad_enabled(train and r in grad_rounds and torch.is_grad_enabled()):
+            sparse = _embed_prompts(sam, coords, labels, boxes, uses_box)
+            if prev_logits is None:
+                dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
+            else:
+                dense = sam.prompt_encoder.mask_downscaling(prev_logits)
+            logits, iou_pred = decode(sam, src, image_pe, sparse, dense)
+            multimask = (r == 0) & ~uses_box      # a single point: three candidate masks
+            cand = torch.where(multimask[:, None, None, None], logits[:, 1:], logits[:, :1].expand(-1, 3, -1, -1))
+            cand_iou = torch.where(multimask[:, None], iou_pred[:, 1:], iou_pred[:, :1].expand(-1, 3))
+            with torch.no_grad():
+                up = F.interpolate(cand, size=(s, s), mode="bilinear", align_corners=False) > 0
+                inter = (up & gold[:, None]).flatten(2).sum(-1).float()
+                union = (up | gold[:, None]).flatten(2).sum(-1).float()
+                actual_iou = inter / union.clamp(min=1)
+            mask_losses = _mask_losses(cand, target, settings.loss)
+            best = mask_losses.argmin(1)
+            mask_loss = mask_losses.gather(1, best[:, None]).mean()
+            iou_loss = F.mse_loss(cand_iou, actual_iou, reduction="none")
+            iou_loss = torch.where(multimask[:, None], iou_loss, iou_loss[:, :1].expand(-1, 3)).mean()
+            if r in grad_rounds or not train:
+                total = total + mask_loss + IOU_WEIGHT * iou_loss
+                stats["mask_loss"] += float(mask_loss) / len(grad_rounds)
+                stats["iou_loss"] += float(iou_loss) / len(grad_rounds)
+        chosen = cand_iou.detach().argmax(1)           # the mask with the highest predicted IoU goes on
+        rows = torch.arange(n, device=device)
+        iou_by_round.append(float(actual_iou[rows, chosen].mean()))
+        if r + 1 < settings.rounds:
+            prev_logits = cand[rows, chosen][:, None].detach()
+            pred = up[rows, chosen]
+            use_centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
+            new_xy, new_lab = _error_clicks(pred, gold, valid_n, use_centre, gen)
+            coords = torch.cat([coords, new_xy[:, None].float()], 1)
+            labels = torch.cat([labels, new_lab[:, None]], 1)
+    stats["iou_by_round"] = iou_by_round
+    return total / max(1, len(grad_rounds)), stats
+
+
+# --- batching ------------------------------------------------------------------------------------------------
+
+def collate(samples, sam, masks_per_image: int, rng, device):
+    """Return (images (B,3,S,S), gold (N,S,S) bool, image_index (N,), valid (B,S,S)) in the model frame."""
+    import numpy as np
+    import torch
+
+    s = sam.image_encoder.img_size
+    images, golds, index, valid = [], [], [], []
+    for b, sample in enumerate(samples):
+        h, w = sample.image.shape[:2]
+        pixels = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1).float()[None].to(device)
+        images.append(sam.preprocess(pixels))
+        v = torch.zeros((s, s), dtype=torch.bool)
+        v[:h, :w] = True
+        valid.append(v)
+        masks = sample.masks
+        if len(masks) == 0:
+            continue
+        pick = rng.choice(len(masks), size=min(masks_per_image, len(masks)), replace=False)
+        g = torch.zeros((len(pick), s, s), dtype=torch.bool)
+        g[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(masks[np.sort(pick)]))
+        golds.append(g)
+        index += [b] * len(pick)
+    if not golds:
+        raise ValueError("no gold masks in this batch: " + ", ".join(x.name for x in samples))
+    return (torch.cat(images), torch.cat(golds).to(device), torch.tensor(index, device=device),
+            torch.stack(valid).to(device))
+
+
+def heldout_loss(sam, samples, settings: TrainSettings, device) -> dict:
+    """Return the interactive loss and mean IoU per round on fixed held-out samples (deterministic)."""
+    import numpy as np
+    import torch
+
+    was_training = sam.training
+    sam.eval()
+    losses, ious = [], []
+    with torch.no_grad():
+        for start in range(0, len(samples), settings.images_per_step):
+            chunk = samples[start:start + settings.images_per_step]
+            rng = np.random.default_rng([settings.seed, 99, start])
+            batch = collate(chunk, sam, settings.masks_per_image, rng, device)
+            loss, stats = interactive_loss(sam, *batch, settings, [settings.seed, 99, start, 1], train=False)
+            losses.append(float(loss))
+            ious.append(stats["iou_by_round"])
+    sam.train(was_training)
+    per_round = np.mean(np.asarray(ious), axis=0).tolist()
+    return {"heldout_loss": float(np.mean(losses)), "heldout_iou_by_round": [round(v, 4) for v in per_round]}
+
+
+def _as_is(samples):
+    return samples
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+def _lr_at(step: int, settings: TrainSettings) -> float:
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    floor = settings.lr * settings.min_lr_fraction
+    return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, device=None, log=print,
+          on_checkpoint=None):
+    """Train `sam` in place on `dataset` (map-style, items are `Sample`s); return the final stats dict.
+
+    Resumes from `state_path` (a local file: model, optimizer and step) when it exists and writes it every
+    `checkpoint_every` steps (atomically). `heldout`: list of Samples for the held-out loss.
+    """
+    import os
+
+    import numpy as np
+    import torch
+
+    from dataengine.model.device import autocast, select_device
+
+    device = select_device(device)
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    sam.to(device)
+    sam.train()
+    decay, no_decay = [], []
+    for name, p in sam.named_parameters():
+        (no_decay if p.ndim <= 1 or "pe_layer" in name or "embed" in name or "token" in name else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.999))
+    start, history = 0, []
+    if os.path.exists(state_path):
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        sam.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), json.loads(state["history"])
+        log(f"resumed from {state_path} at step {start}")
+
+    def save(step):
+        tmp = state_path + ".tmp"
+        torch.save({"model": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "history": json.dumps(history), "settings": json.dumps(asdict(settings))}, tmp)
+        os.replace(tmp, state_path)
+        if on_checkpoint:
+            on_checkpoint(step)
+
+    batches = _StepBatches(dataset, settings.images_per_step, settings.seed)
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(start, settings.steps), num_workers=settings.num_workers,
+        collate_fn=_as_is,
+        prefetch_factor=2 if settings.num_workers else None, persistent_workers=False)
+    t0, window = time.time(), []
+    step = start
+    for step, samples in zip(range(start, settings.steps), loader):
+        rng = np.random.default_rng([settings.seed, step])
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, settings)
+        batch = collate(samples, sam, settings.masks_per_image, rng, device)
+        with autocast(device):
+            loss, stats = interactive_loss(sam, *batch, settings, [settings.seed, step, 1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.clip_grad:
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), settings.clip_grad)
+        optimizer.step()
+        window.append((float(loss), stats["iou_by_round"][0], stats["iou_by_round"][-1]))
+        done = step + 1
+        if done % 10 == 0 or done == settings.steps:
+            arr = np.asarray(window)
+            log(f"step {done}/{settings.steps} loss {arr[:, 0].mean():.4f} iou@1 {arr[:, 1].mean():.3f} "
+                f"iou@{settings.rounds} {arr[:, 2].mean():.3f} lr {_lr_at(step, settings):.2e} "
+                f"{(time.time() - t0) / max(1, done - start):.2f}s/step")
+            history.append({"step": done, "loss": round(float(arr[:, 0].mean()), 5),
+                            "iou_first": round(float(arr[:, 1].mean()), 4),
+                            "iou_last": round(float(arr[:, 2].mean()), 4)})
+            window = []
+        if heldout and settings.heldout_every and done % settings.heldout_every == 0:
+            h = heldout_loss(sam, heldout, settings, device)
+            history.append({"step": done, **h})
+            log(f"held-out at step {done}: {h}")
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            save(done)
+    if start < settings.steps:
+        save(settings.steps)
+    result = {"steps": settings.steps, "seconds": round(time.time() - t0, 1), "history": history}
+    if heldout:
+        result.update(heldout_loss(sam, heldout, settings, device))
+    sam.eval()
+    return result
+
+
+__all__ = ["TrainSettings", "Sample", "SyntheticScenes", "StoreRecords", "split_heldout", "to_frame", "decode",
+           "interactive_loss", "heldout_loss", "train", "collate"]
