@@ -63,6 +63,19 @@ PRESETS = {
         "max_mask_area_ratio": 0.95,
         "output_mode": "coco_rle",
     },
+    # `sam_tiny`: thresholds that suit the CPU bootstrap model, whose predicted IoUs are honest but lower than
+    # a real SAM's (measured on held-out synthetic scenes; docs/benchmarks.md). Provisional until measured.
+    "sam_tiny": {
+        "points_per_side": 32,
+        "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.85,
+        "stability_score_offset": 1.0,
+        "box_nms_thresh": 0.7,
+        "crop_n_layers": 0,
+        "min_mask_region_area": 25,
+        "max_mask_area_ratio": 0.95,
+        "output_mode": "coco_rle",
+    },
 }
 
 UPSCALE_BUDGET = 1 << 24     # column-form logits (floats) processed at once: bounds memory on huge images
@@ -216,15 +229,18 @@ class MaskGenerator:
         """Decode one batch of point prompts and keep the masks that pass every per-mask filter."""
         import torch
 
-        decoded = self.decoder.decode(sparse)
-        iou = decoded.iou.float().flatten()                       # point-major, then the 3 masks of a point
-        if self.pred_iou_thresh > 0:
-            candidates = torch.nonzero(iou > self.pred_iou_thresh).flatten()
-        else:
-            candidates = torch.arange(len(iou), device=iou.device)
-        if len(candidates) == 0:
-            return MaskSet.concat([], self.device)
-        low_res = self.decoder.mask_logits(decoded, candidates // 3, candidates % 3).float()
+        from dataengine.model.device import autocast
+
+        with autocast(self.device):                                # bf16 on CUDA, exact fp32 on the CPU
+            decoded = self.decoder.decode(sparse)
+            iou = decoded.iou.float().flatten()                   # point-major, then the 3 masks of a point
+            if self.pred_iou_thresh > 0:
+                candidates = torch.nonzero(iou > self.pred_iou_thresh).flatten()
+            else:
+                candidates = torch.arange(len(iou), device=iou.device)
+            if len(candidates) == 0:
+                return MaskSet.concat([], self.device)
+            low_res = self.decoder.mask_logits(decoded, candidates // 3, candidates % 3).float()
         rows, width = embedding.input_size[0], image_size[1]
         chunk = max(1, UPSCALE_BUDGET // max(1, rows * width))
         parts = []
@@ -243,7 +259,8 @@ class MaskGenerator:
         x0, y0, x1, y1 = crop_box
         logits = UpscaledLogits(low_res, embedding.input_size, (y1 - y0, x1 - x0), self.model.image_encoder.img_size)
         threshold, offset = self.model.mask_threshold, self.stability_score_offset
-        stability = logits.count_above(threshold + offset) / logits.count_above(threshold - offset)
+        high, low = logits.count_above(threshold + offset, threshold - offset)
+        stability = high / low
         if self.stability_score_thresh > 0:
             stable = torch.nonzero(stability >= self.stability_score_thresh).flatten()
             logits, stability, iou, points = logits.select(stable), stability[stable], iou[stable], points[stable]
@@ -310,3 +327,55 @@ class MaskGenerator:
                 "crop_box": box_xyxy_to_xywh(crop_boxes[i]),
             })
         return records
+
+
+def match_records(reference: list[dict], candidate: list[dict], min_iou: float = 0.99,
+                  score_tolerance: float = 1e-3) -> dict:
+    """Compare two generators' outputs (records with COCO-RLE or uncompressed-RLE segmentations).
+
+    Each mask of either list must match a mask of the other with mask IoU >= `min_iou` whose predicted_iou and
+    stability_score agree within `score_tolerance`. Returns {"matched": bool, "reference": n, "candidate": m,
+    "unmatched_reference": [...indices], "unmatched_candidate": [...], "worst_iou": float}.
+    """
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    def compressed(records):
+        out = []
+        for r in records:
+            seg = r["segmentation"]
+            if isinstance(seg, np.ndarray):
+                seg = mask_utils.encode(np.asfortranarray(seg.astype(np.uint8)))
+            elif isinstance(seg["counts"], list):
+                seg = mask_utils.frPyObjects(seg, *seg["size"])
+            else:
+                seg = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
+            out.append(seg)
+        return out
+
+    def unmatched(rows, cols, ious):
+        missing = []
+        for i, a in enumerate(rows):
+            ok = [j for j in range(len(cols)) if ious[i, j] >= min_iou
+                  and abs(a["predicted_iou"] - cols[j]["predicted_iou"]) <= score_tolerance
+                  and (abs(a["stability_score"] - cols[j]["stability_score"]) <= score_tolerance
+                       or (np.isnan(a["stability_score"]) and np.isnan(cols[j]["stability_score"])))]
+            if not ok:
+                missing.append(i)
+        return missing
+
+    ref, cand = compressed(reference), compressed(candidate)
+    if ref and cand:
+        ious = np.asarray(mask_utils.iou(ref, cand, [0] * len(cand)))
+        # pycocotools gives IoU 0 for two empty masks; count them as identical
+        ref_empty = np.array([r["area"] == 0 for r in reference])
+        cand_empty = np.array([r["area"] == 0 for r in candidate])
+        ious[np.outer(ref_empty, cand_empty)] = 1.0
+    else:
+        ious = np.zeros((len(ref), len(cand)))
+    missing_ref = unmatched(reference, candidate, ious)
+    missing_cand = unmatched(candidate, reference, ious.T)
+    best = [float(ious[i].max()) for i in range(len(ref))] if len(cand) else [0.0] * len(ref)
+    return {"matched": not missing_ref and not missing_cand, "reference": len(reference),
+            "candidate": len(candidate), "unmatched_reference": missing_ref, "unmatched_candidate": missing_cand,
+            "worst_iou": min(best) if best else 1.0}

@@ -15,6 +15,12 @@ COMMAND_MODULES = [
     "dataengine.commands.demo",
     "dataengine.commands.ingest",
     "dataengine.commands.models",
+    "dataengine.commands.segment",
+    "dataengine.commands.synth",
+    "dataengine.commands.evaluate",
+    "dataengine.commands.train",
+    "dataengine.commands.serve",
+    "dataengine.commands.annotate",
 ]
 
 

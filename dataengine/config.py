@@ -42,5 +42,7 @@ def airflow_home() -> Path:
 
 
 def shipped_model_path() -> Path:
-    """Return the path of the bootstrap `sam_tiny` v0 checkpoint shipped in the repository."""
-    return PACKAGE_DIR / "assets" / "sam_tiny_v0.pt"
+    """Return the path of the bootstrap `sam_tiny` v0 checkpoint (`DATAENGINE_BOOTSTRAP_CHECKPOINT` overrides
+    the one shipped in the repository)."""
+    configured = os.environ.get("DATAENGINE_BOOTSTRAP_CHECKPOINT")
+    return Path(configured) if configured else PACKAGE_DIR / "assets" / "sam_tiny_v0.pt"

@@ -48,7 +48,7 @@ def _dag():
 
 
 CONF = {"gold_set": "test-gold", "preset": "sam_tiny", "shard_size": 2,
-        "amg_settings": {"points_per_side": 16}}
+        "amg_settings": {"points_per_side": 16, "pred_iou_thresh": 0.1, "stability_score_thresh": 0.5}}
 
 
 def _release_files(store, manifest) -> dict[str, str]:

@@ -1,14 +1,15 @@
 """`sam_tiny`: a small SAM that trains and runs on a CPU, built around the official prompt encoder and decoder.
 
 The official `Sam`, `PromptEncoder`, `MaskDecoder` and `TwoWayTransformer` are used as they are; only the
-image encoder is a small convolutional network (a stride-8 CNN learned faster per CPU-second than a small
-ViT in trials, see docs/benchmarks.md). Inputs are resized so the long side is `TINY_CONFIG["img_size"]`.
+image encoder is a small convolutional network (a CNN learned faster per CPU-second than a small ViT in
+trials; stride 16 rather than 8 because the decoder, which runs once per prompt and click, costs 4x less at
+16x16 tokens and dominates CPU training; see docs/model.md). Inputs are resized so the long side is `TINY_CONFIG["img_size"]`.
 """
 from __future__ import annotations
 
 TINY_CONFIG = {
     "img_size": 256,        # input frame (long side), like SAM's 1024
-    "stride": 8,            # encoder stride: 256 / 8 = 32x32 image embedding, 128x128 low-res masks
+    "stride": 16,           # encoder stride: 256 / 16 = 16x16 image embedding, 64x64 low-res masks
     "embed_dim": 128,       # image embedding channels = prompt embedding dim = decoder transformer dim
     "widths": [32, 64, 96, 128],
     "decoder_depth": 2,

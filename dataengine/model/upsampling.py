@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-CROSSING_BATCH = 1 << 20     # crossings evaluated at once (bounds the temporary (P, rows-per-interval) arrays)
+CROSSING_BATCH = 1 << 21     # crossing rows evaluated at once (bounds the temporary (P, rows) arrays)
+DENSE_BUDGET = 1 << 24       # dense fallback: full-resolution floats materialised at once
+CROSSING_COST = 10           # a crossing row costs about this many dense pixels (gathers vs. one resize)
 
 
 class RowResize(NamedTuple):
@@ -58,7 +60,9 @@ class UpscaledLogits:
     """The full-resolution (H, W) logits of k masks, held in column-resized form (see the module docstring).
 
     Built from low-resolution decoder logits (k, h_low, w_low) exactly as `Sam.postprocess_masks` would:
-    resize to (img_size, img_size), crop to `input_size`, resize to `original_size`.
+    resize to (img_size, img_size), crop to `input_size`, resize to `original_size`. When the masks are so
+    ragged that crossings would cost more than the dense map (noise-like logits), a query falls back to the
+    dense resize, a few masks at a time.
     """
 
     def __init__(self, low_res, input_size, original_size, img_size: int):
@@ -66,77 +70,91 @@ class UpscaledLogits:
 
         h_in, w_in = int(input_size[0]), int(input_size[1])
         self.height, self.width = int(original_size[0]), int(original_size[1])
-        framed = F.interpolate(low_res.float()[:, None], (img_size, img_size), mode="bilinear",
-                               align_corners=False)[..., :h_in, :w_in]
+        self.framed = F.interpolate(low_res.float()[:, None], (img_size, img_size), mode="bilinear",
+                                    align_corners=False)[..., :h_in, :w_in]
         self.count = low_res.shape[0]
-        if self.height < h_in:          # downscale: the dense map is smaller than the column form
-            self.dense = F.interpolate(framed, (self.height, self.width), mode="bilinear",
-                                       align_corners=False)[:, 0]
-            self.columns = None
-        else:
-            self.dense = None
-            self.columns = F.interpolate(framed, (h_in, self.width), mode="bilinear", align_corners=False)[:, 0]
+        self.columns = None
+        if self.height >= h_in:         # upscale along the rows: the column form is the smaller one
+            self.columns = F.interpolate(self.framed, (h_in, self.width), mode="bilinear",
+                                         align_corners=False)[:, 0]
             self.rows = row_resize(h_in, self.height, low_res.device)
+
+    # dense fallback -----------------------------------------------------------------------------------
+    def _dense_chunks(self):
+        """Yield (first mask index, (n, H, W) dense logits) a few masks at a time."""
+        import torch.nn.functional as F
+
+        step = max(1, DENSE_BUDGET // max(1, self.height * self.width))
+        for start in range(0, self.count, step):
+            yield start, F.interpolate(self.framed[start:start + step], (self.height, self.width),
+                                       mode="bilinear", align_corners=False)[:, 0]
+
+    def _dense_is_cheaper(self, n_crossings: int) -> bool:
+        return n_crossings * self.rows.max_count * CROSSING_COST > self.count * self.height * self.width
 
     def materialize(self):
         """Return the dense (k, H, W) float logits (for tests and small images)."""
-        if self.dense is not None:
-            return self.dense
-        r = self.rows
-        return (self.columns[:, r.index0] * r.weight0[:, None] + self.columns[:, r.index1] * r.weight1[:, None])
-
-    def _rows_at(self, mask, y, x):
-        """Return logits at pixels (y, x) of masks `mask` (same-shaped int64 tensors)."""
-        r = self.rows
-        return (self.columns[mask, r.index0[y], x] * r.weight0[y]
-                + self.columns[mask, r.index1[y], x] * r.weight1[y])
-
-    def _crossings(self, above):
-        """Return (P, 3) int64 (mask, interval a, x) where rows a and a+1 of the column form straddle a threshold."""
         import torch
 
-        return torch.nonzero(above[:, :-1] != above[:, 1:])
+        return torch.cat([dense for _, dense in self._dense_chunks()])
 
-    def _interval_rows(self, intervals):
-        """Return (rows (P, R) int64, valid (P, R) bool) of the output rows of each interval (mask, a, x)."""
+    # column form ----------------------------------------------------------------------------------------
+    def _column_values(self, mask, row, x):
+        """Return the column-form values at (mask, row, x) (same-shaped int64 tensors), by flat index."""
+        h_in = self.columns.shape[1]
+        return self.columns.reshape(-1)[(mask * h_in + row) * self.width + x]
+
+    def _interval_values(self, intervals):
+        """Return (values (P, R), rows (P, R), valid (P, R)) of the output rows of intervals (mask, a, x)
+        with a < h_in - 1: the rows lie between column-form rows a and a+1."""
         import torch
 
         r = self.rows
+        m, a, x = intervals.unbind(1)
         offsets = torch.arange(r.max_count, device=intervals.device)
-        a = intervals[:, 1]
         rows = r.first[a][:, None] + offsets[None, :]
         valid = offsets[None, :] < r.count[a][:, None]
-        return rows.clamp_max(self.height - 1), valid
+        rows = rows.clamp_max(self.height - 1)
+        upper = self._column_values(m, a, x)[:, None]
+        lower = self._column_values(m, (a + 1).clamp_max(self.columns.shape[1] - 1), x)[:, None]
+        return upper * r.weight0[rows] + lower * r.weight1[rows], rows, valid
 
-    def count_above(self, threshold: float):
-        """Return (k,) int64: the number of full-resolution pixels with logit > threshold, per mask."""
+    def count_above(self, *thresholds: float):
+        """Return (k,) int64 per threshold: the number of full-resolution pixels with logit > threshold
+        (one tensor for one threshold, a list for several; the dense fallback resizes once for all)."""
         import torch
 
-        if self.dense is not None:
-            return (self.dense > threshold).flatten(1).sum(1)
-        r = self.rows
-        above = self.columns > threshold                                       # (k, h_in, W)
-        both = (above[:, :-1] & above[:, 1:]).sum(-1)                          # whole intervals above, per a
-        counts = (both * r.count[:-1]).sum(-1) + above[:, -1].sum(-1) * r.count[-1]
-        crossings = self._crossings(above)
-        for part in torch.split(crossings, max(1, CROSSING_BATCH // r.max_count)):
-            rows, valid = self._interval_rows(part)
-            m, x = part[:, 0:1].expand_as(rows), part[:, 2:3].expand_as(rows)
-            hits = ((self._rows_at(m, rows, x) > threshold) & valid).sum(1)
-            counts.index_add_(0, part[:, 0], hits)
-        return counts
+        counts = [None] * len(thresholds)
+        if self.columns is not None:
+            r = self.rows
+            for i, threshold in enumerate(thresholds):
+                above = self.columns > threshold                                # (k, h_in, W)
+                crossings = torch.nonzero(above[:, :-1] != above[:, 1:])       # (P, 3): mask, a, x
+                if self._dense_is_cheaper(len(crossings)):
+                    continue
+                both = (above[:, :-1] & above[:, 1:]).sum(-1)                   # whole intervals above, per a
+                count = (both * r.count[:-1]).sum(-1) + above[:, -1].sum(-1) * r.count[-1]
+                for part in torch.split(crossings, max(1, CROSSING_BATCH // r.max_count)):
+                    values, _, valid = self._interval_values(part)
+                    count.index_add_(0, part[:, 0], ((values > threshold) & valid).sum(1))
+                counts[i] = count
+        missing = [i for i, c in enumerate(counts) if c is None]
+        if missing:
+            chunks = [[] for _ in missing]
+            for _, dense in self._dense_chunks():
+                for j, i in enumerate(missing):
+                    chunks[j].append((dense > thresholds[i]).flatten(1).sum(1))
+            for j, i in enumerate(missing):
+                counts[i] = torch.cat(chunks[j])
+        return counts[0] if len(counts) == 1 else counts
 
     def column_changes(self, threshold: float):
         """Return (within (P, 3) int64 rows (mask, x, y), top (k, W) bool, bottom (k, W) bool) of the mask
         `logits > threshold`: `within` lists pixels (y >= 1) that differ from the pixel above them."""
         import torch
 
-        if self.dense is not None:
-            mask = self.dense > threshold
-            within = torch.nonzero(mask[:, 1:, :] != mask[:, :-1, :])
-            within = torch.stack([within[:, 0], within[:, 2], within[:, 1] + 1], dim=1)
-            return within, mask[:, 0, :], mask[:, -1, :]
-        k = self.count
+        if self.columns is None:
+            return self._dense_column_changes(threshold)
         above = self.columns > threshold
         crossing = above[:, :-1] != above[:, 1:]
         # a change can only sit inside a crossing interval or on the first row after one
@@ -144,30 +162,49 @@ class UpscaledLogits:
         active[:, :-1] |= crossing
         active[:, 1:] |= crossing
         intervals = torch.nonzero(active)
-        found = []
-        for part in torch.split(intervals, max(1, CROSSING_BATCH // self.rows.max_count)):
-            rows, valid = self._interval_rows(part)
-            valid &= rows >= 1
-            m, x = part[:, 0:1].expand_as(rows), part[:, 2:3].expand_as(rows)
-            here = self._rows_at(m, rows, x) > threshold
-            above_row = self._rows_at(m, (rows - 1).clamp_min(0), x) > threshold
-            hit = torch.nonzero(valid & (here != above_row), as_tuple=True)
-            found.append(torch.stack([m[hit], x[hit], rows[hit]], dim=1))
+        if self._dense_is_cheaper(len(intervals)):
+            return self._dense_column_changes(threshold)
+        r, found = self.rows, []
+        for part in torch.split(intervals, max(1, CROSSING_BATCH // r.max_count)):
+            m, a, x = part.unbind(1)
+            values, rows, valid = self._interval_values(part)
+            here = values > threshold
+            # the pixel above the interval's first row: the last row of interval a-1
+            first_row = rows[:, 0]
+            before = (self._column_values(m, (a - 1).clamp_min(0), x) * r.weight0[(first_row - 1).clamp_min(0)]
+                      + self._column_values(m, a, x) * r.weight1[(first_row - 1).clamp_min(0)]) > threshold
+            previous = torch.cat([before[:, None], here[:, :-1]], dim=1)
+            hit = torch.nonzero(valid & (rows >= 1) & (here != previous), as_tuple=True)
+            found.append(torch.stack([m[hit[0]], x[hit[0]], rows[hit]], dim=1))
         within = torch.cat(found) if found else torch.zeros(0, 3, dtype=torch.long, device=above.device)
-        everything = torch.arange(k, device=above.device)[:, None]
-        columns = torch.arange(self.width, device=above.device)[None, :]
-        top = self._rows_at(everything, torch.zeros_like(columns), columns) > threshold
-        bottom = self._rows_at(everything, torch.full_like(columns, self.height - 1), columns) > threshold
+        top = self._edge_row(0) > threshold
+        bottom = self._edge_row(self.height - 1) > threshold
         return within, top, bottom
+
+    def _edge_row(self, y: int):
+        """Return (k, W) logits of full-resolution row y."""
+        r = self.rows
+        return self.columns[:, r.index0[y]] * r.weight0[y] + self.columns[:, r.index1[y]] * r.weight1[y]
+
+    def _dense_column_changes(self, threshold: float):
+        import torch
+
+        found, tops, bottoms = [], [], []
+        for start, dense in self._dense_chunks():
+            mask = dense > threshold
+            within = torch.nonzero(mask[:, 1:, :] != mask[:, :-1, :])
+            found.append(torch.stack([within[:, 0] + start, within[:, 2], within[:, 1] + 1], dim=1))
+            tops.append(mask[:, 0, :])
+            bottoms.append(mask[:, -1, :])
+        return torch.cat(found), torch.cat(tops), torch.cat(bottoms)
 
     def select(self, index) -> "UpscaledLogits":
         """Return the masks at `index` (a bool mask or int64 indices) as a new `UpscaledLogits`."""
         chosen = object.__new__(UpscaledLogits)
         chosen.height, chosen.width = self.height, self.width
-        if self.dense is not None:
-            chosen.dense, chosen.columns = self.dense[index], None
-            chosen.count = chosen.dense.shape[0]
-        else:
-            chosen.dense, chosen.columns, chosen.rows = None, self.columns[index], self.rows
-            chosen.count = chosen.columns.shape[0]
+        chosen.framed = self.framed[index]
+        chosen.count = chosen.framed.shape[0]
+        chosen.columns = None if self.columns is None else self.columns[index]
+        if self.columns is not None:
+            chosen.rows = self.rows
         return chosen

@@ -17,14 +17,11 @@ def run_prefix(dag_id: str, run_id: str) -> str:
 
 
 def generator_settings(preset: str, overrides: dict | None = None) -> dict:
-    """Return the MaskGenerator settings of a run: preset `preset` updated with `overrides`."""
-    from dataengine.amg import PRESETS
+    """Return the full MaskGenerator settings of a run (preset, then `overrides`), in COCO RLE output mode."""
+    from dataengine.amg import resolve_settings
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    settings = {**PRESETS[preset], **(overrides or {})}
-    settings["preset"] = preset
-    return settings
+    settings = resolve_settings(preset, **{**(overrides or {}), "output_mode": "coco_rle"})
+    return {"preset": preset, **settings}
 
 
 def plan_shards(store, image_ids: list[str], shard_size: int, prefix: str) -> list[dict]:
@@ -47,19 +44,13 @@ def annotation_id(image_id: str, index: int) -> int:
 
 
 def sa1b_record(image_id: str, width: int, height: int, masks: list[dict]) -> dict:
-    """Return the SA-1B per-image record for generator outputs (`coco_rle` mode) of one image."""
-    annotations = []
-    for index, m in enumerate(masks):
-        annotations.append({
-            "id": annotation_id(image_id, index),
-            "segmentation": m["segmentation"], "bbox": [float(v) for v in m["bbox"]], "area": int(m["area"]),
-            "predicted_iou": round(float(m["predicted_iou"]), 6),
-            "stability_score": round(float(m["stability_score"]), 6),
-            "crop_box": [float(v) for v in m["crop_box"]],
-            "point_coords": [[float(x), float(y)] for x, y in m["point_coords"]],
-        })
-    return {"image": {"image_id": image_id, "width": width, "height": height, "file_name": f"sa_{image_id}.jpg"},
-            "annotations": annotations}
+    """Return the SA-1B per-image record of generator outputs (`coco_rle` mode) with stable annotation ids."""
+    from dataengine.formats.sa1b import record_from_masks
+
+    record = record_from_masks(image_id, width, height, masks)
+    for index, annotation in enumerate(record["annotations"]):
+        annotation["id"] = annotation_id(image_id, index)
+    return record
 
 
 def segment_shard(store, shard_key: str, generator, model_version: str, prefix: str) -> dict:
@@ -68,14 +59,14 @@ def segment_shard(store, shard_key: str, generator, model_version: str, prefix: 
     `generator` is a `dataengine.amg.MaskGenerator` in `coco_rle` output mode. Returns
     {shard, table_key, record_keys, images, masks, seconds}.
     """
-    from dataengine.images import decode_rgb
+    from dataengine.images import decode_image
     from dataengine.masktable import make_table, rows_from_record, write_table
 
     shard = store.get_json(shard_key)
     index = int(shard["shard"])
     rows, record_keys, started = [], [], time.perf_counter()
     for image_id in shard["image_ids"]:
-        image = decode_rgb(store.get_bytes(f"images/{image_id}.jpg"))
+        image = decode_image(store.get_bytes(f"images/{image_id}.jpg")).pixels
         height, width = image.shape[:2]
         record = sa1b_record(image_id, width, height, generator.generate(image))
         key = f"{prefix}/records/{image_id}.json"

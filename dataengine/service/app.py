@@ -8,7 +8,7 @@ route depends on it. Nothing here imports Airflow.
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Callable
+from typing import Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -36,15 +36,20 @@ ERRORS = {401: {"description": "not authenticated"}, 403: {"description": "the t
 
 def create_app(store, catalog, auth: Callable[..., str], *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                service: AnnotationService | None = None, model_ref: str | None = None, ui: bool = True,
-               title: str = "Data engine annotation service") -> FastAPI:
+               torch_threads: int | None = None, title: str = "Data engine annotation service") -> FastAPI:
     """Return the annotation service app over `store` and `catalog`; `auth` resolves the annotator's name.
 
-    `ui=True` also mounts the browser tool when `dataengine.service.ui` provides `build_router(service, auth)`.
+    `ui=True` also mounts the browser tool when `dataengine.service.ui` provides `build_router(service, auth)`;
+    `torch_threads` sets torch's (process-wide) intra-op threads when the first model loads.
     """
-    service = service or AnnotationService(store, catalog, lease_seconds=lease_seconds, model_ref=model_ref)
+    if service is None:
+        from dataengine.service.predictors import PredictorCache
+
+        service = AnnotationService(store, catalog, lease_seconds=lease_seconds, model_ref=model_ref,
+                                    predictors=PredictorCache(store, torch_threads=torch_threads))
     app = FastAPI(title=title, description=API_DESCRIPTION, version="1")
     app.state.service = service
-    Annotator = Annotated[str, Depends(auth)]
+    caller = Depends(auth)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):
@@ -53,49 +58,49 @@ def create_app(store, catalog, auth: Callable[..., str], *, lease_seconds: float
     api = APIRouter(prefix="/api", responses=ERRORS)
 
     @api.get("/me", response_model=schemas.Me, tags=["annotator"])
-    def me(annotator: Annotator):
+    def me(annotator: str = caller):
         """Who the service thinks you are."""
         return {"annotator": annotator}
 
     @api.get("/batches", response_model=list[schemas.BatchSummary], tags=["batches"])
-    def list_batches(annotator: Annotator):
+    def list_batches(annotator: str = caller):
         """Every batch with its stage and task counts, newest first."""
         return service.list_batches()
 
     @api.get("/batches/{batch}/progress", response_model=schemas.BatchProgressView, tags=["batches"])
-    def batch_progress(batch: str, annotator: Annotator):
+    def batch_progress(batch: str, annotator: str = caller):
         """Task counts, effort so far (seconds and clicks per mask) and your own share of a batch."""
         return service.progress(batch, annotator)
 
     @api.post("/batches/{batch}/claim", response_model=schemas.ClaimResponse, tags=["tasks"])
-    def claim_next_task(batch: str, annotator: Annotator, body: schemas.LeaseRequest | None = None):
+    def claim_next_task(batch: str, body: schemas.LeaseRequest | None = None, annotator: str = caller):
         """Lease the next task of the batch to you; `task` is null with a `reason` when there is none for you."""
         return service.claim(batch, annotator, body.lease_seconds if body else None)
 
     @api.get("/tasks/{task_id}", response_model=schemas.TaskView, tags=["tasks"])
-    def get_task(task_id: str, annotator: Annotator):
+    def get_task(task_id: str, annotator: str = caller):
         """The task: image size, pre-filled masks (stage 2), masks accepted so far."""
         return service.task_view(task_id, annotator)
 
     @api.get("/tasks/{task_id}/image", tags=["tasks"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}, "description": "the working image"}})
-    def get_task_image(task_id: str, annotator: Annotator):
+    def get_task_image(task_id: str, annotator: str = caller):
         """The task's image (JPEG)."""
         return Response(service.image_bytes(task_id, annotator), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @api.post("/tasks/{task_id}/lease", response_model=schemas.LeaseView, tags=["tasks"])
-    def renew_lease(task_id: str, annotator: Annotator, body: schemas.LeaseRequest | None = None):
+    def renew_lease(task_id: str, body: schemas.LeaseRequest | None = None, annotator: str = caller):
         """Renew your lease on the task (call it while working; a lapsed lease returns the task to the queue)."""
         return service.renew(task_id, annotator, body.lease_seconds if body else None)
 
     @api.post("/tasks/{task_id}/release", response_model=schemas.ReleaseView, tags=["tasks"])
-    def release_task(task_id: str, annotator: Annotator):
+    def release_task(task_id: str, annotator: str = caller):
         """Give the task back to the queue without submitting or skipping it."""
         return service.release(task_id, annotator)
 
     @api.post("/tasks/{task_id}/predict", response_model=schemas.PredictResponse, tags=["masks"])
-    def predict(task_id: str, body: schemas.PredictRequest, annotator: Annotator):
+    def predict(task_id: str, body: schemas.PredictRequest, annotator: str = caller):
         """Candidate masks for clicks (and/or a box), optionally refining an earlier candidate (`mask_input`)."""
         prompt = Prompt(points=[list(p) for p in body.points], labels=list(body.labels),
                         box=list(body.box) if body.box else None, mask_input=body.mask_input,
@@ -103,18 +108,18 @@ def create_app(store, catalog, auth: Callable[..., str], *, lease_seconds: float
         return service.predict(task_id, annotator, prompt)
 
     @api.put("/tasks/{task_id}/draft", response_model=schemas.DraftView, tags=["masks"])
-    def save_draft(task_id: str, body: schemas.DraftRequest, annotator: Annotator):
+    def save_draft(task_id: str, body: schemas.DraftRequest, annotator: str = caller):
         """Keep the masks accepted so far (validated like a submission), so a reload loses nothing."""
         return service.save_draft(task_id, annotator, [m.model_dump() for m in body.masks], body.rejected_prefill)
 
     @api.post("/tasks/{task_id}/submit", response_model=schemas.SubmissionView, tags=["tasks"])
-    def submit(task_id: str, body: schemas.SubmitRequest, annotator: Annotator):
+    def submit(task_id: str, body: schemas.SubmitRequest, annotator: str = caller):
         """Submit the image's masks with per-mask seconds, clicks and strokes (stored once per submission_id)."""
         return service.submit(task_id, annotator, body.submission_id, [m.model_dump() for m in body.masks],
-                              body.rejected_prefill, body.abandoned_seconds)
+                              body.rejected_prefill, body.overhead_seconds)
 
     @api.post("/tasks/{task_id}/skip", response_model=schemas.SkipView, tags=["tasks"])
-    def skip(task_id: str, body: schemas.SkipRequest, annotator: Annotator):
+    def skip(task_id: str, body: schemas.SkipRequest, annotator: str = caller):
         """Skip the image with a reason code (`mask_over_30s` for the 30 s rule) and an optional text."""
         return service.skip(task_id, annotator, body.code, body.reason)
 

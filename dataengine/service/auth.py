@@ -8,7 +8,6 @@ token. Inside Airflow the service uses Airflow's own login instead (see `plugins
 `token_auth(tokens)` returns the FastAPI dependency `create_app` takes: it reads `Authorization: Bearer <token>`
 (or the `dataengine_token` cookie, for the browser tool) and returns the annotator's name, else answers 401.
 """
-from __future__ import annotations
 
 import fcntl
 import hashlib

@@ -111,11 +111,11 @@ class AnnotationClient:
                           json={"masks": masks, "rejected_prefill": list(rejected_prefill)})
 
     def submit(self, task_id: str, submission_id: str, masks: list[dict], rejected_prefill=(),
-               abandoned_seconds: float = 0.0) -> dict:
+               overhead_seconds: float = 0.0) -> dict:
         """Submit the image's masks (stored once per `submission_id`, so a retry is safe)."""
         return self._call("POST", f"/api/tasks/{task_id}/submit",
                           json={"submission_id": submission_id, "masks": masks,
-                                "rejected_prefill": list(rejected_prefill), "abandoned_seconds": abandoned_seconds})
+                                "rejected_prefill": list(rejected_prefill), "overhead_seconds": overhead_seconds})
 
     def skip(self, task_id: str, code: str, reason: str | None = None) -> dict:
         """Skip the image with a reason code and text."""

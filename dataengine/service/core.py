@@ -228,7 +228,7 @@ class AnnotationService:
 
     # outcomes ---------------------------------------------------------------------------------------------
     def submit(self, task_id: str, annotator: str, submission_id: str, masks: list,
-               rejected_prefill: list | None = None, abandoned_seconds: float = 0.0) -> dict:
+               rejected_prefill: list | None = None, overhead_seconds: float = 0.0) -> dict:
         """Validate and store the image's masks with their effort; a retried `submission_id` is stored once."""
         if not batches.SUBMISSION_ID.match(submission_id or ""):
             raise InvalidInput(f"invalid submission_id {submission_id!r}: expected 1-64 letters, digits or . _ -")
@@ -241,7 +241,7 @@ class AnnotationService:
         image = self.catalog.get_image(task.image_id)
         checked = self._checked(task, image, masks, rejected_prefill or [])
         try:
-            abandoned = check_effort(abandoned_seconds or 0.0, "submission", "abandoned_seconds", integer=False,
+            overhead = check_effort(overhead_seconds or 0.0, "submission", "overhead_seconds", integer=False,
                                      maximum=3600.0)
         except SubmissionInvalid as exc:
             raise InvalidInput(str(exc)) from None
@@ -255,13 +255,13 @@ class AnnotationService:
             "image_id": task.image_id, "replica": task.replica, "annotator": annotator,
             "width": image.width, "height": image.height, "model_version": self.batch_model(task.batch)["version_id"],
             "masks": checked, "rejected_prefill": list(rejected_prefill or []), "prefilled": len(prefill),
-            "abandoned_seconds": abandoned, "submitted_at": utcnow().isoformat(),
+            "overhead_seconds": overhead, "submitted_at": utcnow().isoformat(),
         }
         self.store.put_json(key, record)
         try:
             submission = self.catalog.submit_task(
                 task_id, annotator, submission_id=submission_id, masks_key=key, mask_count=len(checked),
-                seconds=sum(m["seconds"] for m in checked) + abandoned,
+                seconds=sum(m["seconds"] for m in checked) + overhead,
                 clicks=sum(m["clicks"] for m in checked), strokes=sum(m["strokes"] for m in checked))
         except (LeaseLost, TaskNotFound, CatalogError) as exc:
             if self.catalog.get_submission(submission_id) is None:

@@ -72,8 +72,9 @@ class LogitHandles:
 class PredictorCache:
     """Models by version and `SamPredictor`s by (model version, image), built from cached embeddings."""
 
-    def __init__(self, store, max_predictors: int = MAX_PREDICTORS, max_models: int = MAX_MODELS, device=None):
-        self.store, self.device = store, device
+    def __init__(self, store, max_predictors: int = MAX_PREDICTORS, max_models: int = MAX_MODELS, device=None,
+                 torch_threads: int | None = None):
+        self.store, self.device, self.torch_threads = store, device, torch_threads
         self.max_predictors, self.max_models = max_predictors, max_models
         self._models: OrderedDict[str, object] = OrderedDict()
         self._predictors: OrderedDict[tuple, object] = OrderedDict()
@@ -98,8 +99,13 @@ class PredictorCache:
                     return self._models[version]
             from dataengine.model.registry import load_resolved
 
+            if self.torch_threads:   # process-wide: parallel requests beat intra-op threads on a busy CPU
+                import torch
+
+                torch.set_num_threads(self.torch_threads)
             sam = load_resolved(self.store, ref, device=self.device)
             sam.eval()
+            _cache_dense_positional_encoding(sam)
             with self._lock:
                 self._models[version] = sam
                 while len(self._models) > self.max_models:
@@ -147,6 +153,16 @@ class PredictorCache:
             mask_input=mask_input, multimask_output=multimask)
         handles = self.handles.put(owner, np.asarray(low_res, dtype=np.float32))
         return [Candidate(mask=m, predicted_iou=float(s), handle=h) for m, s, h in zip(masks, ious, handles)]
+
+
+def _cache_dense_positional_encoding(sam) -> None:
+    """Compute the prompt encoder's dense positional encoding once (it depends on the weights only); the
+    official predictor recomputes it on every call."""
+    import torch
+
+    with torch.no_grad():
+        encoding = sam.prompt_encoder.get_dense_pe()
+    sam.prompt_encoder.get_dense_pe = lambda: encoding
 
 
 def embedding_version(ref: dict) -> str:

@@ -126,7 +126,8 @@ class SubmitRequest(BaseModel):
     submission_id: str = Field(description="chosen by the client (a UUID): a retried submit is stored once")
     masks: list[MaskIn]
     rejected_prefill: list[str] = Field([], description="ids of pre-filled masks the annotator rejected")
-    abandoned_seconds: float = Field(0.0, description="time spent on a mask given up (the 30 s rule)")
+    overhead_seconds: float = Field(0.0, description="time on the image outside the submitted masks: surveying "
+                                                      "it, checking pre-filled masks, a mask given up")
 
 
 class SubmissionView(BaseModel):

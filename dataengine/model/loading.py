@@ -1,0 +1,87 @@
+"""The model registry of architectures and strict checkpoint loading.
+
+`load_model(name, checkpoint=None, device=None)` builds one of the registered architectures with the official
+`segment_anything` classes and, when a checkpoint URI is given (`file://`, `s3://` or a plain path), loads it
+with `torch.load(..., weights_only=True)` and a strict key and shape check: a checkpoint that does not fit the
+architecture raises `CheckpointMismatch` naming the missing, unexpected and mis-shaped keys, never a partial load.
+
+A checkpoint is either a raw state dict or `{"model": state_dict, "config": {...}}`; the config is passed to the
+architecture's builder (only `sam_tiny` takes one).
+"""
+from __future__ import annotations
+
+import io
+
+ARCHITECTURES = ("sam_vit_h", "sam_vit_l", "sam_vit_b", "sam_tiny")
+
+
+class CheckpointMismatch(ValueError):
+    """Raised when a checkpoint's keys or shapes do not fit the architecture it is loaded into."""
+
+
+def build_model(name: str, config: dict | None = None):
+    """Return an untrained `Sam` of the registered architecture `name` (eval mode, CPU)."""
+    if name == "sam_tiny":
+        from dataengine.model.tiny import build_sam_tiny
+
+        return build_sam_tiny(config)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(ARCHITECTURES)}")
+    if config:
+        raise ValueError(f"model {name} takes no config, got keys {sorted(config)}")
+    from segment_anything.build_sam import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
+
+    builder = {"sam_vit_h": build_sam_vit_h, "sam_vit_l": build_sam_vit_l, "sam_vit_b": build_sam_vit_b}[name]
+    return builder(checkpoint=None)
+
+
+def read_checkpoint(uri: str) -> tuple[dict, dict]:
+    """Return (state_dict, config) of a checkpoint at a file:// or s3:// URI or a local path."""
+    import torch
+
+    from dataengine.storage import read_uri
+
+    data = read_uri(str(uri))
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+        raise CheckpointMismatch(f"checkpoint {uri}: not a loadable torch checkpoint ({exc})") from None
+    if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
+        return payload["model"], dict(payload.get("config") or {})
+    if isinstance(payload, dict) and all(hasattr(v, "shape") for v in payload.values()):
+        return payload, {}
+    raise CheckpointMismatch(f"checkpoint {uri}: expected a state dict or {{'model': state_dict, 'config': ...}}")
+
+
+def load_state_dict_strictly(model, state_dict: dict, source: str = "checkpoint") -> None:
+    """Load `state_dict` into `model`, raising `CheckpointMismatch` on any missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mis_shaped = sorted(f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}"
+                        for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape)
+    if missing or unexpected or mis_shaped:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+        problems = [f"{label}: {show(keys)}" for label, keys in
+                    (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mis_shaped))
+                    if keys]
+        raise CheckpointMismatch(f"{source} does not fit the architecture; " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(name: str, checkpoint: str | None = None, device=None):
+    """Return the `Sam` named `name`, with the weights of `checkpoint` (URI or path) if given, on `device`
+    (default: CUDA when available, else the CPU), in eval mode."""
+    from dataengine.model.device import select_device
+
+    config: dict = {}
+    state_dict = None
+    if checkpoint is not None:
+        state_dict, config = read_checkpoint(checkpoint)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(ARCHITECTURES)}")
+    model = build_model(name, config if name == "sam_tiny" else None)
+    if state_dict is not None:
+        load_state_dict_strictly(model, state_dict, f"checkpoint {checkpoint} for {name}")
+    return model.to(select_device(device)).eval()

@@ -1,0 +1,283 @@
+"""Stage 3 on a real Celery deployment: the GPU queue gets the segmentation, the release matches the embedded one.
+
+On loopback: Airflow (API server, scheduler, DAG processor) with the CeleryExecutor, metadata in a throw-away
+PostgreSQL database, Redis as the broker (a db number of its own, flushed before and after), the catalog in a
+second throw-away PostgreSQL database, the object store on the `weed mini` S3 server; a CPU worker consuming
+`default` and a GPU worker consuming only the GPU queue with one slot (tests/celery_cluster.py). The test
+triggers `sa_stage3_fully_automatic` through the REST API on a small synthetic batch, while the embedded runtime
+(`airflow dags test`, LocalExecutor, SQLite, file store, in a fresh home) runs the same input with the same model
+and conf. Then it checks where every task ran, that both releases are byte-identical, and that every process
+it started is gone. Skipped only when Redis or PostgreSQL can be neither reached nor started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dataengine import config
+from tests.celery_cluster import DEFAULT_REDIS_URL, CeleryCluster, ServiceUnavailable, connect_redis
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
+
+DAG_ID = "sa_stage3_fully_automatic"
+GOLD_SET = "celery-gold"
+NEW_IMAGES, GOLD_IMAGES, SHARD_SIZE = 3, 2, 2
+CONF = {"gold_set": GOLD_SET, "preset": "sam_tiny", "shard_size": SHARD_SIZE,
+        "amg_settings": {"points_per_side": 8}}
+RUN_TIMEOUT_S = 300       # the triggered run, from trigger to a final state
+READY_TIMEOUT_S = 180     # services up, DAG parsed, both workers consuming
+EMBEDDED_TIMEOUT_S = 420  # the embedded run (it starts first and runs alongside the cluster)
+
+# `airflow dags test` on a fresh embedded home: what `make demo` does, with the test's inputs.
+EMBEDDED_SCRIPT = """
+import json, sys
+from pathlib import Path
+from dataengine.catalog import open_catalog
+from dataengine.demo import run_stage3
+from dataengine.ingest import ingest
+from dataengine.model.registry import ensure_bootstrap_model
+from dataengine.runtime import init_runtime
+from dataengine.storage import open_store
+home, gold_dir, gold_set, checkpoint, conf = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+init_runtime(home)
+store, catalog = open_store(), open_catalog()
+ensure_bootstrap_model(store, catalog, checkpoint)
+ingest(gold_dir, store, catalog, gold_set=gold_set, run_id="gold")
+print(json.dumps(run_stage3(home, json.loads(conf), home / "stage3.log")))
+"""
+
+
+def _clean_environment(**extra: str) -> dict[str, str]:
+    """The test process's environment without its Airflow/engine settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DATAENGINE_", "PYTEST"))}
+    return {**env, **extra}
+
+
+def _release_files(store, manifest_key: str) -> dict[str, bytes]:
+    """Return {file name: bytes} of a release's shards and COCO JSON (everything but the run-specific manifest)."""
+    manifest = store.get_json(manifest_key)
+    prefix = manifest_key.rsplit("/", 1)[0]
+    return {f["name"]: store.get_bytes(f"{prefix}/{f['name']}") for f in manifest["files"]}
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """The Redis db the cluster uses as its broker, flushed before and after (skip if no Redis can run)."""
+    url = os.environ.get("DATAENGINE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        client = connect_redis(url)
+    except ServiceUnavailable as exc:
+        pytest.skip(f"Celery end-to-end test skipped: {exc}")
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def databases(pg_admin):
+    """Two throw-away PostgreSQL databases: Airflow's metadata and the engine's catalog; dropped afterwards."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from tests.fixtures_services import PG_ADMIN_URL
+
+    tag = uuid.uuid4().hex[:10]
+    names = {"metadata": f"airflow_celery_{tag}", "catalog": f"dataengine_celery_{tag}"}
+    with pg_admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield {role: make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+               for role, name in names.items()}
+    finally:
+        with pg_admin.connect() as conn:
+            for name in names.values():
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> dict:
+    """A small synthetic batch: plain new images and a gold folder (images + expert masks)."""
+    from dataengine.synth import write_scenes
+
+    root = tmp_path_factory.mktemp("celery-batch")
+    write_scenes(root / "images", NEW_IMAGES, seed=720_000)
+    for side_car in (root / "images").glob("*.json"):  # new images come without masks
+        side_car.unlink()
+    write_scenes(root / "gold", GOLD_IMAGES, seed=730_000)
+    checkpoint = config.shipped_model_path()
+    assert checkpoint.exists(), f"the shipped model {checkpoint} is missing: run `make bootstrap-model`"
+    return {"images": str(root / "images"), "gold": str(root / "gold"), "checkpoint": str(checkpoint)}
+
+
+def _start_embedded_run(home: Path, batch: dict) -> subprocess.Popen:
+    home.mkdir(parents=True)
+    log = open(home / "embedded.out", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED_SCRIPT, str(home), batch["gold"], GOLD_SET, batch["checkpoint"],
+         json.dumps({**CONF, "source": batch["images"]})],
+        env=_clean_environment(DATAENGINE_HOME=str(home), PYTHONPATH=str(config.CHECKOUT_DIR)), cwd=home,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish_embedded_run(process: subprocess.Popen, home: Path, timeout: float) -> dict:
+    """Wait for the embedded run; return {manifest, files} of its release."""
+    from dataengine.catalog import open_catalog
+    from dataengine.storage import open_store
+
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        _kill_group(process)
+    output = (home / "embedded.out").read_text(errors="replace")
+    assert process.returncode == 0, f"the embedded run failed ({process.returncode}):\n{output[-4000:]}"
+    store = open_store((home / "store").as_uri())
+    with open_catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+        releases = catalog.list_releases("stage3")
+    assert len(releases) == 1, [r.release_id for r in releases]
+    return {"manifest": store.get_json(releases[0].key), "files": _release_files(store, releases[0].key)}
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict:
+    """Run stage 3 on the Celery cluster (and the embedded run alongside); stop everything; return the facts."""
+    from sqlalchemy.engine import make_url
+
+    from dataengine.catalog import open_catalog
+    from dataengine.ingest import ingest
+    from dataengine.model.registry import ensure_bootstrap_model
+    from dataengine.release import release_id_for
+    from operators import GPU_QUEUE
+    from tests.fixtures_services import S3_BUCKET
+
+    base = tmp_path_factory.mktemp("celery-cluster")
+    started = time.monotonic()
+    embedded = _start_embedded_run(base / "embedded", batch)
+    prefix = f"celery-{uuid.uuid4().hex[:10]}"
+    store, catalog = s3_server.store(S3_BUCKET, prefix), open_catalog(databases["catalog"])
+    model = ensure_bootstrap_model(store, catalog, batch["checkpoint"])
+    ingest(batch["gold"], store, catalog, gold_set=GOLD_SET, run_id="gold")
+    s3_host, s3_port = s3_server.endpoint.split(":")
+    catalog_url = make_url(databases["catalog"])
+    connections = {  # what airflow-init creates from the deployment's environment
+        "dataengine_store": {"conn_type": "generic", "host": s3_host, "port": int(s3_port), "schema": S3_BUCKET,
+                             "login": s3_server.access_key, "password": s3_server.secret_key,
+                             "extra": {"prefix": prefix, "secure": False}},
+        "dataengine_db": {"conn_type": "postgres", "host": catalog_url.host, "port": catalog_url.port,
+                          "login": catalog_url.username, "password": catalog_url.password,
+                          "schema": catalog_url.database},
+    }
+    cluster = CeleryCluster(base=base / "deployment", metadata_url=databases["metadata"], redis_url=redis_url,
+                            connections=connections, gpu_queue=GPU_QUEUE)
+    cluster.base.mkdir()
+    facts: dict = {"cluster": cluster, "model": model}
+    try:
+        cluster.init()
+        cluster.start()
+        facts["worker_queues"] = cluster.wait_until_ready(DAG_ID, timeout=READY_TIMEOUT_S)
+        facts["ready_s"] = round(time.monotonic() - started, 1)
+        run_id = cluster.trigger(DAG_ID, {**CONF, "source": batch["images"]})
+        triggered = time.monotonic()
+        facts["state"] = cluster.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT_S)
+        facts["run_s"] = round(time.monotonic() - triggered, 1)
+        facts["task_instances"] = cluster.task_instances(DAG_ID, run_id)
+        facts["failure"] = "" if facts["state"] == "success" else _failure_report(cluster, run_id, facts)
+        release = catalog.get_release(release_id_for("stage3", run_id))
+        if release is not None:
+            facts["manifest"] = store.get_json(release.key)
+            facts["files"] = _release_files(store, release.key)
+    finally:
+        cluster.stop()
+        facts["leftovers"] = [f"{p.pid} {' '.join(p.cmdline())[:160]}" for p in cluster.leftover_processes()]
+        cluster.kill_leftovers()
+        catalog.dispose()
+        if embedded.poll() is None and "state" not in facts:
+            _kill_group(embedded)
+    facts["cluster_s"] = round(time.monotonic() - started, 1)
+    facts["embedded"] = _finish_embedded_run(embedded, base / "embedded",
+                                             timeout=max(10.0, EMBEDDED_TIMEOUT_S - (time.monotonic() - started)))
+    facts["total_s"] = round(time.monotonic() - started, 1)
+    print(f"celery e2e: ready {facts['ready_s']} s, run {facts.get('run_s')} s, cluster {facts['cluster_s']} s, "
+          f"total {facts['total_s']} s")
+    return facts
+
+
+def _failure_report(cluster: CeleryCluster, run_id: str, facts: dict) -> str:
+    lines = []
+    for ti in facts["task_instances"]:
+        lines.append(f"{ti['task_id']}[{ti['map_index']}] {ti['state']} on {ti['hostname']} ({ti['queue']})")
+        if ti["state"] in ("failed", "upstream_failed") and ti.get("try_number"):
+            try:
+                lines.append(cluster.task_log(DAG_ID, run_id, ti["task_id"], ti["map_index"], ti["try_number"])[-1500:])
+            except Exception as exc:  # noqa: BLE001 - the report is best effort; the state already says failed
+                lines.append(f"(log unavailable: {exc})")
+    return "\n".join(lines)
+
+
+def test_workers_consume_their_queues(celery_run):
+    from operators import GPU_QUEUE
+
+    cluster = celery_run["cluster"]
+    queues = {name.split("@")[0]: q for name, q in celery_run["worker_queues"].items()}
+    assert queues[cluster.worker_hostnames["gpu"]] == [GPU_QUEUE]
+    assert queues[cluster.worker_hostnames["default"]] == ["default"]
+
+
+def test_segmentation_ran_only_on_the_gpu_worker(celery_run):
+    from operators import GPU_QUEUE
+
+    assert celery_run["state"] == "success", celery_run["failure"]
+    gpu_worker = celery_run["cluster"].worker_hostnames["gpu"]
+    segments = [ti for ti in celery_run["task_instances"] if ti["task_id"] == "segment"]
+    shards = -(-(NEW_IMAGES + GOLD_IMAGES) // SHARD_SIZE)
+    assert sorted(ti["map_index"] for ti in segments) == list(range(shards))
+    for ti in segments:
+        assert (ti["state"], ti["hostname"], ti["queue"], ti["pool"]) == ("success", gpu_worker, GPU_QUEUE, "gpu"), ti
+
+
+def test_every_other_task_ran_on_the_default_worker(celery_run):
+    assert celery_run["state"] == "success", celery_run["failure"]
+    default_worker = celery_run["cluster"].worker_hostnames["default"]
+    others = [ti for ti in celery_run["task_instances"] if ti["task_id"] != "segment"]
+    ran = {ti["task_id"]: (ti["hostname"], ti["queue"]) for ti in others if ti["state"] == "success"}
+    assert {"resolve_model", "select_images", "plan_shards", "merge_mask_tables", "quality_gate",
+            "gold_comparison", "audit_sample", "approval_needed", "publish"} <= set(ran)
+    assert set(ran.values()) == {(default_worker, "default")}, ran
+    not_run = {ti["task_id"]: ti["state"] for ti in others if ti["state"] != "success"}
+    assert not_run == {"approve_release": "skipped"}
+
+
+def test_release_is_byte_identical_to_the_embedded_runtime(celery_run):
+    assert celery_run["state"] == "success", celery_run["failure"]
+    distributed, embedded = celery_run, celery_run["embedded"]
+    assert distributed["manifest"]["counts"]["images"] == NEW_IMAGES + GOLD_IMAGES
+    assert distributed["manifest"]["counts"]["masks"] > 0
+    assert distributed["manifest"]["counts"] == embedded["manifest"]["counts"]
+    assert distributed["manifest"]["model"] == embedded["manifest"]["model"]
+    assert distributed["manifest"]["settings"] == embedded["manifest"]["settings"]
+    assert sorted(distributed["files"]) == sorted(embedded["files"]) == ["coco.json", "sa_000000.tar"]
+    for name, data in distributed["files"].items():
+        assert data == embedded["files"][name], f"{name} differs between the Celery and the embedded release"
+
+
+def test_every_process_it_started_is_stopped(celery_run):
+    assert celery_run["leftovers"] == []
+    assert all(s.process.poll() is not None for s in celery_run["cluster"].services)
