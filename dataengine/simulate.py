@@ -24,7 +24,7 @@ def _distance_inside(region, exclude=None):
     import cv2
     import numpy as np
 
-    padded = np.pad(region.astype(np.uint8), 1)
+    padded = cv2.copyMakeBorder(region.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 0)[1:-1, 1:-1]
     if exclude is not None:
         dist[exclude] = 0.0

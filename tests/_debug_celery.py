@@ -1,16 +1,19 @@
-# temporary: harness debugging before the shipped model and the sam_tiny preset exist (deleted afterwards)
-import pytest
-import tests.test_celery_e2e as e2e
+# temporary: harness debugging (run with DATAENGINE_BOOTSTRAP_CHECKPOINT set); deleted when the test is done
 from tests.test_celery_e2e import *  # noqa
+from tests.celery_cluster import CeleryCluster
 
-e2e.CONF = {**e2e.CONF, "preset": "official"}
+_env = CeleryCluster.environment
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    from dataengine.synth import write_scenes
-    root = tmp_path_factory.mktemp("celery-batch")
-    write_scenes(root / "images", e2e.NEW_IMAGES, seed=720_000)
-    for side_car in (root / "images").glob("*.json"):
-        side_car.unlink()
-    write_scenes(root / "gold", e2e.GOLD_IMAGES, seed=730_000)
-    return {"images": str(root / "images"), "gold": str(root / "gold"), "checkpoint": "/tmp/celery-debug/untrained.pt"}
+
+def _patched(self):
+    env = _env(self)
+    store = self.connections["dataengine_store"]
+    env.update(DATAENGINE_S3_ENDPOINT=f"{store['host']}:{store['port']}", DATAENGINE_S3_ACCESS_KEY=store["login"],
+               DATAENGINE_S3_SECRET_KEY=store["password"], DATAENGINE_S3_SECURE="false")
+    return env
+
+
+CeleryCluster.environment = _patched
+
+import tests.test_celery_e2e as e2e
+e2e.CONF = {**e2e.CONF, "amg_settings": {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}}

@@ -293,8 +293,12 @@ class CeleryCluster:
         run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         return run["dag_run_id"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
-        """Poll the run until it is `success` or `failed`; return the state (TimeoutError past `timeout`)."""
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, fail_fast: bool = True) -> str:
+        """Poll the run until it is `success` or `failed`; return the state (TimeoutError past `timeout`).
+
+        With `fail_fast`, a task instance that failed or waits for a retry ends the wait at once with the state
+        "failed" (a test's input is deterministic: a retry would fail the same way, only later).
+        """
         deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
@@ -302,6 +306,9 @@ class CeleryCluster:
             state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
             if state in ("success", "failed"):
                 return state
+            if fail_fast and any(ti["state"] in ("failed", "up_for_retry")
+                                 for ti in self.task_instances(dag_id, run_id)):
+                return "failed"
             time.sleep(2.0)
         summary = ", ".join(f"{t['task_id']}[{t['map_index']}]={t['state']}"
                             for t in self.task_instances(dag_id, run_id))

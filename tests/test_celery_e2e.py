@@ -125,7 +125,8 @@ def _start_embedded_run(home: Path, batch: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", EMBEDDED_SCRIPT, str(home), batch["gold"], GOLD_SET, batch["checkpoint"],
          json.dumps({**CONF, "source": batch["images"]})],
-        env=_clean_environment(DATAENGINE_HOME=str(home), PYTHONPATH=str(config.CHECKOUT_DIR)), cwd=home,
+        env=_clean_environment(DATAENGINE_HOME=str(home), DATAENGINE_BOOTSTRAP_CHECKPOINT=batch["checkpoint"],
+                               PYTHONPATH=str(config.CHECKOUT_DIR)), cwd=home,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -212,8 +213,11 @@ def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict
         if embedded.poll() is None and "state" not in facts:
             _kill_group(embedded)
     facts["cluster_s"] = round(time.monotonic() - started, 1)
-    facts["embedded"] = _finish_embedded_run(embedded, base / "embedded",
-                                             timeout=max(10.0, EMBEDDED_TIMEOUT_S - (time.monotonic() - started)))
+    try:  # only the release comparison needs the embedded run: its failure must not hide the routing facts
+        facts["embedded"] = _finish_embedded_run(
+            embedded, base / "embedded", timeout=max(10.0, EMBEDDED_TIMEOUT_S - (time.monotonic() - started)))
+    except (AssertionError, subprocess.TimeoutExpired) as exc:
+        facts["embedded"] = {"error": str(exc)}
     facts["total_s"] = round(time.monotonic() - started, 1)
     print(f"celery e2e: ready {facts['ready_s']} s, run {facts.get('run_s')} s, cluster {facts['cluster_s']} s, "
           f"total {facts['total_s']} s")
@@ -224,7 +228,7 @@ def _failure_report(cluster: CeleryCluster, run_id: str, facts: dict) -> str:
     lines = []
     for ti in facts["task_instances"]:
         lines.append(f"{ti['task_id']}[{ti['map_index']}] {ti['state']} on {ti['hostname']} ({ti['queue']})")
-        if ti["state"] in ("failed", "upstream_failed") and ti.get("try_number"):
+        if ti["state"] in ("failed", "up_for_retry") and ti.get("try_number"):
             try:
                 lines.append(cluster.task_log(DAG_ID, run_id, ti["task_id"], ti["map_index"], ti["try_number"])[-1500:])
             except Exception as exc:  # noqa: BLE001 - the report is best effort; the state already says failed
@@ -268,6 +272,7 @@ def test_every_other_task_ran_on_the_default_worker(celery_run):
 def test_release_is_byte_identical_to_the_embedded_runtime(celery_run):
     assert celery_run["state"] == "success", celery_run["failure"]
     distributed, embedded = celery_run, celery_run["embedded"]
+    assert "error" not in embedded, embedded.get("error")
     assert distributed["manifest"]["counts"]["images"] == NEW_IMAGES + GOLD_IMAGES
     assert distributed["manifest"]["counts"]["masks"] > 0
     assert distributed["manifest"]["counts"] == embedded["manifest"]["counts"]

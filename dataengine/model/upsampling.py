@@ -119,6 +119,22 @@ class UpscaledLogits:
         lower = self._column_values(m, (a + 1).clamp_max(self.columns.shape[1] - 1), x)[:, None]
         return upper * r.weight0[rows] + lower * r.weight1[rows], rows, valid
 
+    def _crossings(self, threshold: float):
+        """Return (above (k, h_in, W) bool, crossings (P, 3) int64 (mask, a, x), rows above threshold in each
+        crossing interval (P,) int64), or None when the dense map is cheaper."""
+        import torch
+
+        r = self.rows
+        above = self.columns > threshold
+        crossings = torch.nonzero(above[:, :-1] != above[:, 1:])
+        if self._dense_is_cheaper(len(crossings)):
+            return None
+        hits = [((values > threshold) & valid).sum(1)
+                for values, _, valid in (self._interval_values(part) for part in
+                                         torch.split(crossings, max(1, CROSSING_BATCH // r.max_count)))]
+        n_above = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.long, device=above.device)
+        return above, crossings, n_above
+
     def count_above(self, *thresholds: float):
         """Return (k,) int64 per threshold: the number of full-resolution pixels with logit > threshold
         (one tensor for one threshold, a list for several; the dense fallback resizes once for all)."""
@@ -128,16 +144,13 @@ class UpscaledLogits:
         if self.columns is not None:
             r = self.rows
             for i, threshold in enumerate(thresholds):
-                above = self.columns > threshold                                # (k, h_in, W)
-                crossings = torch.nonzero(above[:, :-1] != above[:, 1:])       # (P, 3): mask, a, x
-                if self._dense_is_cheaper(len(crossings)):
+                found = self._crossings(threshold)
+                if found is None:
                     continue
+                above, crossings, n_above = found
                 both = (above[:, :-1] & above[:, 1:]).sum(-1)                   # whole intervals above, per a
                 count = (both * r.count[:-1]).sum(-1) + above[:, -1].sum(-1) * r.count[-1]
-                for part in torch.split(crossings, max(1, CROSSING_BATCH // r.max_count)):
-                    values, _, valid = self._interval_values(part)
-                    count.index_add_(0, part[:, 0], ((values > threshold) & valid).sum(1))
-                counts[i] = count
+                counts[i] = count.index_add_(0, crossings[:, 0], n_above)
         missing = [i for i, c in enumerate(counts) if c is None]
         if missing:
             chunks = [[] for _ in missing]
@@ -150,33 +163,44 @@ class UpscaledLogits:
 
     def column_changes(self, threshold: float):
         """Return (within (P, 3) int64 rows (mask, x, y), top (k, W) bool, bottom (k, W) bool) of the mask
-        `logits > threshold`: `within` lists pixels (y >= 1) that differ from the pixel above them."""
+        `logits > threshold`: `within` lists pixels (y >= 1) that differ from the pixel above them.
+
+        Inside one interval the rows are monotonic between its two column-form values, so a crossing interval
+        is a step: its count of rows above the threshold gives its first and last state and where it flips.
+        Changes are that flip and the interval boundaries where a state differs from the previous interval's.
+        """
         import torch
 
         if self.columns is None:
             return self._dense_column_changes(threshold)
-        above = self.columns > threshold
-        crossing = above[:, :-1] != above[:, 1:]
-        # a change can only sit inside a crossing interval or on the first row after one
-        active = torch.zeros_like(above)
-        active[:, :-1] |= crossing
-        active[:, 1:] |= crossing
-        intervals = torch.nonzero(active)
-        if self._dense_is_cheaper(len(intervals)):
+        found = self._crossings(threshold)
+        if found is None:
             return self._dense_column_changes(threshold)
-        r, found = self.rows, []
-        for part in torch.split(intervals, max(1, CROSSING_BATCH // r.max_count)):
-            m, a, x = part.unbind(1)
-            values, rows, valid = self._interval_values(part)
-            here = values > threshold
-            # the pixel above the interval's first row: the last row of interval a-1
-            first_row = rows[:, 0]
-            before = (self._column_values(m, (a - 1).clamp_min(0), x) * r.weight0[(first_row - 1).clamp_min(0)]
-                      + self._column_values(m, a, x) * r.weight1[(first_row - 1).clamp_min(0)]) > threshold
-            previous = torch.cat([before[:, None], here[:, :-1]], dim=1)
-            hit = torch.nonzero(valid & (rows >= 1) & (here != previous), as_tuple=True)
-            found.append(torch.stack([m[hit[0]], x[hit[0]], rows[hit]], dim=1))
-        within = torch.cat(found) if found else torch.zeros(0, 3, dtype=torch.long, device=above.device)
+        above, crossings, n_above = found
+        r = self.rows
+        m, a, x = crossings.unbind(1)
+        n_rows = r.count[a]
+        starts_above = above[m, a, x]
+        first_state = torch.where(starts_above, n_above > 0, n_above == n_rows)
+        last_state = torch.where(starts_above, n_above == n_rows, n_above > 0)
+        # the flip inside the interval
+        flips = (n_above > 0) & (n_above < n_rows)
+        flip_row = r.first[a] + torch.where(starts_above, n_above, n_rows - n_above)
+        # entering the interval: compare with the previous interval's last row (whole intervals: their state)
+        last_map = above[:, :-1].clone()
+        last_map[m, a, x] = last_state
+        previous_last = last_map[m, (a - 1).clamp_min(0), x]
+        enters = (a >= 1) & (first_state != previous_last)
+        # leaving into a whole (non-crossing) next interval
+        next_whole = torch.ones_like(flips)
+        inner = a + 1 < above.shape[1] - 1
+        next_whole[inner] = above[m[inner], a[inner] + 1, x[inner]] == above[m[inner], a[inner] + 2, x[inner]]
+        leaves = next_whole & (last_state != above[m, a + 1, x])
+        within = torch.cat([
+            torch.stack([m[flips], x[flips], flip_row[flips]], dim=1),
+            torch.stack([m[enters], x[enters], r.first[a[enters]]], dim=1),
+            torch.stack([m[leaves], x[leaves], r.first[a[leaves] + 1]], dim=1),
+        ])
         top = self._edge_row(0) > threshold
         bottom = self._edge_row(self.height - 1) > threshold
         return within, top, bottom

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from dataengine.service.client import AnnotationClient, ServiceRequestError
 
 CHECK_SECONDS = 1.0      # look at one pre-filled mask and keep or reject it (as long as accepting a mask)
+MAX_LOST_IN_A_ROW = 5    # an annotator who loses this many leases in a row stops (something is wrong)
 log = logging.getLogger(__name__)
 
 
@@ -169,7 +170,7 @@ class SimulatedAnnotator:
 
     def run(self) -> AnnotatorReport:
         """Claim and annotate tasks until the batch is done (or nothing is left for this annotator)."""
-        idle_since = time.monotonic()
+        idle_since, lost_in_a_row = time.monotonic(), 0
         while not self.stop.is_set():
             claim = self.client.claim(self.batch, lease_seconds=self.lease_seconds)
             task = claim["task"]
@@ -184,11 +185,16 @@ class SimulatedAnnotator:
                 continue
             try:
                 self.work_on(task)
+                lost_in_a_row = 0
             except ServiceRequestError as exc:
                 if exc.status not in (403, 409):
                     raise
                 self.report.lost_leases += 1       # the lease lapsed or was taken: claim the next task
+                lost_in_a_row += 1
                 log.warning("%s lost task %s: %s", self.name, task["task_id"], exc.detail)
+                if lost_in_a_row >= MAX_LOST_IN_A_ROW:
+                    self.report.stopped_because = f"lost {lost_in_a_row} tasks in a row (last: {exc.detail})"
+                    break
             idle_since = time.monotonic()
         else:
             self.report.stopped_because = "stopped"
