@@ -97,13 +97,10 @@ def column_changes_to_positions(within, top, bottom, crop_box, image_size):
 
     x0, y0, x1, y1 = (int(v) for v in crop_box)
     height, width = int(image_size[0]), int(image_size[1])
-    crop_h, crop_w = y1 - y0, x1 - x0
+    crop_h = y1 - y0
     total = height * width
-    device = top.device
-    n_masks = top.shape[0]
     ids = [within[:, 0]]
     pos = [(x0 + within[:, 1]) * height + y0 + within[:, 2]]
-    columns = torch.arange(crop_w, device=device)
     spans_height = y0 == 0 and crop_h == height
     # entering each crop column: the pixel before is background unless the crop spans the full height,
     # in which case it is the previous crop column's last pixel
@@ -122,7 +119,6 @@ def column_changes_to_positions(within, top, bottom, crop_box, image_size):
     inside = exit_pos < total
     ids.append(m[inside])
     pos.append(exit_pos[inside])
-    del n_masks
     return torch.cat(ids), torch.cat(pos)
 
 

@@ -70,11 +70,14 @@ annotation_app = LazyApp(build_app)
 
 
 class DataEnginePlugin(AirflowPlugin):
-    """Mounts the annotation service (API, and the browser tool when installed) at /dataengine."""
+    """Mounts the annotation service (API, browser tool, monitoring page) at /dataengine, with nav entries."""
 
     name = "dataengine"
     fastapi_apps = [{"app": annotation_app, "url_prefix": URL_PREFIX, "name": "Data engine annotation service"}]
     external_views = [
         {"name": "Annotate (data engine)", "href": f"{URL_PREFIX}/", "destination": "nav", "category": "browse",
          "url_route": "dataengine-annotate"},
+        # The monitoring page, rendered inside the Airflow UI (an iframe at /plugin/dataengine-monitoring).
+        {"name": "Data engine monitoring", "href": f"{URL_PREFIX}/monitoring", "destination": "nav",
+         "category": "browse", "url_route": "dataengine-monitoring"},
     ]

@@ -7,4 +7,10 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start 2>/dev/null || true
   fi
 fi
+# Redis (the Celery broker of tests/test_celery_e2e.py): start a loopback-only, non-persistent server if none answers.
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+  fi
+fi
 exit 0

@@ -25,7 +25,13 @@ import pytest
 from dataengine import config
 from tests.celery_cluster import DEFAULT_REDIS_URL, CeleryCluster, ServiceUnavailable, connect_redis
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)]
+
+def celery_e2e(test):
+    """Mark a test that needs the running cluster: slow, PostgreSQL, and a budget for the whole module's run."""
+    for mark in (pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(600)):
+        test = mark(test)
+    return test
+
 
 DAG_ID = "sa_stage3_fully_automatic"
 GOLD_SET = "celery-gold"
@@ -171,11 +177,8 @@ def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict
 
     base = tmp_path_factory.mktemp("celery-cluster")
     started = time.monotonic()
-    embedded = _start_embedded_run(base / "embedded", batch)
     prefix = f"celery-{uuid.uuid4().hex[:10]}"
     store, catalog = s3_server.store(S3_BUCKET, prefix), open_catalog(databases["catalog"])
-    model = ensure_bootstrap_model(store, catalog, batch["checkpoint"])
-    ingest(batch["gold"], store, catalog, gold_set=GOLD_SET, run_id="gold")
     s3_host, s3_port = s3_server.endpoint.split(":")
     catalog_url = make_url(databases["catalog"])
     connections = {  # what airflow-init creates from the deployment's environment
@@ -189,8 +192,11 @@ def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict
     cluster = CeleryCluster(base=base / "deployment", metadata_url=databases["metadata"], redis_url=redis_url,
                             connections=connections, gpu_queue=GPU_QUEUE)
     cluster.base.mkdir()
-    facts: dict = {"cluster": cluster, "model": model}
+    facts: dict = {"cluster": cluster}
+    embedded = _start_embedded_run(base / "embedded", batch)
     try:
+        facts["model"] = ensure_bootstrap_model(store, catalog, batch["checkpoint"])
+        ingest(batch["gold"], store, catalog, gold_set=GOLD_SET, run_id="gold")
         cluster.init()
         cluster.start()
         facts["worker_queues"] = cluster.wait_until_ready(DAG_ID, timeout=READY_TIMEOUT_S)
@@ -200,6 +206,7 @@ def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict
         facts["state"] = cluster.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT_S)
         facts["run_s"] = round(time.monotonic() - triggered, 1)
         facts["task_instances"] = cluster.task_instances(DAG_ID, run_id)
+        (cluster.base / "task_instances.json").write_text(json.dumps(facts["task_instances"], indent=1))
         facts["failure"] = "" if facts["state"] == "success" else _failure_report(cluster, run_id, facts)
         release = catalog.get_release(release_id_for("stage3", run_id))
         if release is not None:
@@ -236,6 +243,19 @@ def _failure_report(cluster: CeleryCluster, run_id: str, facts: dict) -> str:
     return "\n".join(lines)
 
 
+def test_mapped_segment_task_is_routed_to_the_gpu_pool_and_queue():
+    """The scheduler routes by the serialized task: `.partial().expand()` must carry the GPU pool and queue."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from operators import GPU_POOL, GPU_QUEUE
+
+    bag = DagBag(dag_folder=str(config.CHECKOUT_DIR / "dags" / f"{DAG_ID}.py"))
+    assert not bag.import_errors, bag.import_errors
+    segment = bag.dags[DAG_ID].get_task("segment")
+    assert (segment.queue, segment.pool) == (GPU_QUEUE, GPU_POOL)
+
+
+@celery_e2e
 def test_workers_consume_their_queues(celery_run):
     from operators import GPU_QUEUE
 
@@ -245,6 +265,7 @@ def test_workers_consume_their_queues(celery_run):
     assert queues[cluster.worker_hostnames["default"]] == ["default"]
 
 
+@celery_e2e
 def test_segmentation_ran_only_on_the_gpu_worker(celery_run):
     from operators import GPU_QUEUE
 
@@ -257,6 +278,7 @@ def test_segmentation_ran_only_on_the_gpu_worker(celery_run):
         assert (ti["state"], ti["hostname"], ti["queue"], ti["pool"]) == ("success", gpu_worker, GPU_QUEUE, "gpu"), ti
 
 
+@celery_e2e
 def test_every_other_task_ran_on_the_default_worker(celery_run):
     assert celery_run["state"] == "success", celery_run["failure"]
     default_worker = celery_run["cluster"].worker_hostnames["default"]
@@ -269,6 +291,7 @@ def test_every_other_task_ran_on_the_default_worker(celery_run):
     assert not_run == {"approve_release": "skipped"}
 
 
+@celery_e2e
 def test_release_is_byte_identical_to_the_embedded_runtime(celery_run):
     assert celery_run["state"] == "success", celery_run["failure"]
     distributed, embedded = celery_run, celery_run["embedded"]
@@ -283,6 +306,7 @@ def test_release_is_byte_identical_to_the_embedded_runtime(celery_run):
         assert data == embedded["files"][name], f"{name} differs between the Celery and the embedded release"
 
 
+@celery_e2e
 def test_every_process_it_started_is_stopped(celery_run):
     assert celery_run["leftovers"] == []
     assert all(s.process.poll() is not None for s in celery_run["cluster"].services)

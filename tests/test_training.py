@@ -101,3 +101,21 @@ def test_a_snapshot_that_is_not_a_list_of_records_is_refused(tmp_path):
     (tmp_path / "snap.json").write_text(json.dumps({"records": ["images/a.jpg"]}))
     with pytest.raises(ValueError, match="snap.json"):
         training.read_snapshot(FileStore(tmp_path), str(tmp_path / "snap.json"))
+
+
+def test_shipped_checkpoint_loads_strictly_and_beats_an_untrained_model():
+    from dataengine.model import load_model
+    from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
+
+    path = training.shipped_checkpoint_path()
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["config"] == TINY_CONFIG and payload["card"]["name"] == "sam_tiny"
+    assert payload["card"]["version"] == "v0" and payload["card"]["training"]["complete"]
+    shipped = load_model("sam_tiny", checkpoint=str(path), device="cpu")
+    torch.manual_seed(0)
+    untrained = build_sam_tiny()
+    scenes = [SyntheticScenes(TINY_CONFIG["img_size"], seed_base=7_000)[i] for i in range(2)]
+    settings = TrainSettings(images_per_step=2, masks_per_image=8, rounds=2, heldout_images=2)
+    trained_iou = training.heldout_loss(shipped, scenes, settings, "cpu")["heldout_iou_by_round"]
+    untrained_iou = training.heldout_loss(untrained, scenes, settings, "cpu")["heldout_iou_by_round"]
+    assert trained_iou[0] > untrained_iou[0] + 0.1 and trained_iou[1] > trained_iou[0]

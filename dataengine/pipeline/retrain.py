@@ -1,0 +1,212 @@
+"""Model in the loop (SAM paper section 4): snapshot human masks, fine-tune, evaluate against production, promote.
+
+A candidate is registered only after its training finished with finite weights, and production changes only
+through `promote` after the gate: a diverged or timed-out training run leaves production untouched. The
+gold set is never trained on.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+HUMAN_STAGES = ("stage1", "stage2")
+
+# Higher is better for these metrics; lower is better for the others the gate looks at.
+HIGHER_IS_BETTER = {"miou@1", "miou@3", "miou@5", "stage3_precision_at_90", "stage3_recall_at_75"}
+LOWER_IS_BETTER = {"noc@90", "seconds_per_mask"}
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when a fine-tuning run produced non-finite weights or losses."""
+
+
+def _image_id(key: str) -> str:
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
+
+
+def gold_image_ids(catalog) -> set[str]:
+    """Return the ids of every gold image (never trained on)."""
+    return {image.image_id for image in catalog.iter_images(split="gold")}
+
+
+def human_record_keys(store, catalog, stages=HUMAN_STAGES) -> list[str]:
+    """Return the published human-verified records (`annotations/{stage}/...`), gold images excluded."""
+    gold = gold_image_ids(catalog)
+    keys = []
+    for stage in stages:
+        keys.extend(k for k in store.list(f"annotations/{stage}/") if k.endswith(".json") and _image_id(k) not in gold)
+    return sorted(keys)
+
+
+def trained_record_keys(store, catalog, name: str) -> set[str]:
+    """Return the record keys in the training snapshots of every registered version of `name`."""
+    keys: set[str] = set()
+    for row in catalog.list_model_versions(name):
+        if row.training_snapshot_key and store.exists(row.training_snapshot_key):
+            payload = store.get_json(row.training_snapshot_key)
+            keys.update(payload.get("records", []) if isinstance(payload, dict) else payload)
+    return keys
+
+
+def count_new_human_masks(store, catalog, name: str) -> dict:
+    """Return {records, masks} of published human records no version of `name` was trained on yet."""
+    seen = trained_record_keys(store, catalog, name)
+    new = [k for k in human_record_keys(store, catalog) if k not in seen]
+    return {"records": len(new), "masks": sum(len(store.get_json(k)["annotations"]) for k in new)}
+
+
+def snapshot_training_data(store, catalog, prefix: str, include_stage3: bool = False,
+                           stage3_min_predicted_iou: float = 0.95) -> dict:
+    """Write the training snapshot `{prefix}/snapshot.json`: human records, optionally confident stage 3 masks.
+
+    Stage 3 records are filtered to masks with predicted IoU >= `stage3_min_predicted_iou` and written under
+    `{prefix}/stage3/`. Returns {snapshot_key, records, masks}.
+    """
+    keys = human_record_keys(store, catalog)
+    if include_stage3:
+        gold = gold_image_ids(catalog)
+        for key in sorted(store.list("annotations/stage3/")):
+            if _image_id(key) in gold:
+                continue
+            record = store.get_json(key)
+            record["annotations"] = [a for a in record["annotations"]
+                                     if a["predicted_iou"] >= stage3_min_predicted_iou]
+            if record["annotations"]:
+                filtered = f"{prefix}/stage3/{_image_id(key)}.json"
+                store.put_json(filtered, record)
+                keys.append(filtered)
+    if not keys:
+        raise ValueError("no published human masks to train on: run stage 1 or 2 first")
+    masks = sum(len(store.get_json(k)["annotations"]) for k in keys)
+    snapshot_key = f"{prefix}/snapshot.json"
+    store.put_json(snapshot_key, {"records": keys, "masks": masks, "include_stage3": include_stage3})
+    return {"snapshot_key": snapshot_key, "records": len(keys), "masks": masks}
+
+
+def next_version(catalog, name: str) -> str:
+    """Return the next free version label `v<N>` of `name`."""
+    numbers = [int(m.group(1)) for row in catalog.list_model_versions(name)
+               if (m := re.fullmatch(r"v(\d+)", row.version))]
+    return f"v{max(numbers, default=-1) + 1}"
+
+
+def fine_tune(store, catalog, parent: dict, snapshot_key: str, *, steps: int = 200, lr: float = 1e-4,
+              seed: int = 0, version: str | None = None, log=print) -> dict:
+    """Fine-tune from the `parent` reference on a snapshot; register the result as a candidate; return its ref.
+
+    Raises `TrainingDiverged` (and registers nothing) when the loss or the weights are not finite.
+    """
+    import torch
+
+    from dataengine.model.registry import register_model
+    from dataengine.model.training import TrainSettings, train_from_snapshot
+
+    version = version or next_version(catalog, parent["name"])
+    settings = TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 10), loss="focal_dice",
+                             checkpoint_every=max(10, steps // 4), seed=seed)
+    with tempfile.TemporaryDirectory(prefix="dataengine-finetune-") as tmp:
+        out = os.path.join(tmp, "model.pt")
+        card = train_from_snapshot(parent["name"], store.url(snapshot_key), out, parent=store.url(parent["key"]),
+                                   settings=settings, store=store, state_path=os.path.join(tmp, "state.pt"),
+                                   log=log)
+        payload = torch.load(out, map_location="cpu", weights_only=True)
+        bad = [k for k, v in payload["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        losses = [v for k, v in card.get("metrics", {}).items() if isinstance(v, float)]
+        if bad or any(not math.isfinite(v) for v in losses):
+            raise TrainingDiverged(f"fine-tuning {parent['version_id']} on {snapshot_key} diverged: "
+                                   f"{len(bad)} tensors with NaN/inf weights, held-out metrics {card.get('metrics')}; "
+                                   f"nothing was registered and production is unchanged")
+        with open(out, "rb") as fh:
+            data = fh.read()
+    card["parent"] = parent["version_id"]
+    return register_model(store, catalog, parent["name"], version, data, card=card, parent=parent["version"],
+                          training_snapshot_key=snapshot_key, metrics=card.get("metrics"))
+
+
+def load_gold_examples(store, catalog, gold_set: str | None, max_images: int):
+    """Return the gold set's examples in id order: ([(image_id, image (H, W, 3) uint8, masks (M, H, W) bool)],
+    {image_id: gold SA-1B record})."""
+    import numpy as np
+
+    from dataengine.images import decode_image
+    from dataengine.masks import coco_decode
+
+    examples, records = [], {}
+    for image in catalog.iter_images(split="gold", gold_set=gold_set or None):
+        if len(examples) >= max_images:
+            break
+        record = store.get_json(f"gold/{image.gold_set}/{image.image_id}.json")
+        pixels = decode_image(store.get_bytes(image.key)).pixels
+        masks = [coco_decode(a["segmentation"]) for a in record["annotations"]]
+        golds = np.stack(masks) if masks else np.zeros((0,) + pixels.shape[:2], bool)
+        examples.append((image.image_id, pixels, golds))
+        records[image.image_id] = record
+    if not examples:
+        raise ValueError(f"gold set {gold_set or '(any)'} has no images: ingest one with `dataengine ingest --gold`")
+    return examples, records
+
+
+def evaluate_on_gold(store, model_ref: dict, examples, records: dict, preset: str = "sam_tiny",
+                     amg_settings: dict | None = None) -> dict:
+    """Return the model's gold metrics: interactive (mIoU@k, NoC, seconds per mask) and stage 3 precision/recall."""
+    from dataengine.amg import MaskGenerator
+    from dataengine.model.registry import load_resolved
+    from dataengine.pipeline.automatic import generator_settings, sa1b_record
+    from dataengine.quality.gold import compare_with_gold
+    from dataengine.simulate import evaluate_model
+
+    sam = load_resolved(store, model_ref)
+    metrics = evaluate_model(sam, examples)
+    generator = MaskGenerator(sam, **generator_settings(preset, amg_settings))
+    outputs = {}
+    for image_id, pixels, _ in examples:
+        h, w = pixels.shape[:2]
+        outputs[image_id] = sa1b_record(image_id, w, h, generator.generate(pixels))["annotations"]
+    report = compare_with_gold(outputs, records)
+    metrics.update({"stage3_precision_at_90": round(report.precision_at_90, 4),
+                    "stage3_recall_at_75": round(report.recall["0.75"], 4),
+                    "stage3_masks": report.output_masks})
+    metrics["model"] = model_ref["version_id"]
+    return metrics
+
+
+@dataclass
+class PromotionRule:
+    """The promotion gate: beat production on `primary` by `margin`, regress no other metric beyond tolerance."""
+
+    primary: str = "miou@1"
+    margin: float = 0.0            # absolute, on the primary metric
+    iou_tolerance: float = 0.02    # absolute, for IoU/precision/recall metrics
+    relative_tolerance: float = 0.10  # relative, for NoC and seconds per mask
+    others: list = field(default_factory=lambda: ["miou@3", "miou@5", "noc@90", "seconds_per_mask",
+                                                  "stage3_precision_at_90", "stage3_recall_at_75"])
+
+    def as_dict(self) -> dict:
+        """Return the rule as a plain dict."""
+        return asdict(self)
+
+
+def promotion_decision(candidate: dict, production: dict, rule: PromotionRule | None = None) -> dict:
+    """Return {promote, reasons}: why the candidate is (not) better than production under `rule`."""
+    rule = rule or PromotionRule()
+    reasons, promote = [], True
+    c, p = candidate[rule.primary], production[rule.primary]
+    if c < p + rule.margin:
+        promote = False
+        reasons.append(f"{rule.primary} {c:.4f} does not beat production {p:.4f} by the margin {rule.margin}")
+    else:
+        reasons.append(f"{rule.primary} {c:.4f} beats production {p:.4f} (margin {rule.margin})")
+    for name in rule.others:
+        if name not in candidate or name not in production:
+            continue
+        c, p = candidate[name], production[name]
+        if name in HIGHER_IS_BETTER and c < p - rule.iou_tolerance:
+            promote = False
+            reasons.append(f"{name} regressed: {c:.4f} < {p:.4f} - {rule.iou_tolerance}")
+        elif name in LOWER_IS_BETTER and c > p * (1 + rule.relative_tolerance):
+            promote = False
+            reasons.append(f"{name} regressed: {c:.3f} > {p:.3f} + {rule.relative_tolerance:.0%}")
+    return {"promote": promote, "reasons": reasons, "rule": rule.as_dict()}
