@@ -19,8 +19,8 @@ GOLD_SEED, IMAGE_SEED = 900_000, 910_000
 class DemoSettings:
     """Sizes of the demo run (small enough for a 2-core machine)."""
 
-    images: int = 24
-    gold_images: int = 8
+    images: int = 12
+    gold_images: int = 4
     shard_size: int = 8
     preset: str = "sam_tiny"
 

@@ -13,4 +13,9 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
   fi
 fi
+# Debian's Chromium for the browser tests (tests/test_browser.py drives it headless with Playwright; no browser is
+# ever downloaded by Playwright itself). Installed only when missing.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "prepare.sh: could not install chromium" >&2
+fi
 exit 0

@@ -13,9 +13,7 @@ import pytest
 from tests.browser_harness import (CHROMIUM, build_engine, launch_chromium, open_stage1_batch, open_stage2_batch,
                                    record_history, signed_in_context)
 
-pytestmark = [pytest.mark.timeout(240),
-              pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                 reason=f"{CHROMIUM} is missing: tests/prepare.sh installs Debian's chromium")]
+pytestmark = pytest.mark.timeout(240)
 SHOTS = Path("/tmp/dataengine-browser-tests")
 
 
@@ -47,6 +45,8 @@ def service(engine):
 def browser():
     from playwright.sync_api import sync_playwright
 
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run tests/prepare.sh (it installs Debian's chromium package)")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)

@@ -58,9 +58,9 @@ def engine(tmp_path_factory, airflow_db):
     torch.save(payload, buffer)
     degraded = register_model(store, catalog, "sam_tiny", "degraded", buffer.getvalue(),
                               card={"description": "v0 with its hypernetworks zeroed, for tests"})
-    write_scenes(home / "gold", 2, seed=720_000)
+    write_scenes(home / "gold", 1, seed=720_000)
     ingest(str(home / "gold"), store, catalog, gold_set="retrain-gold", run_id="gold")
-    write_scenes(home / "human", 4, seed=730_000)
+    write_scenes(home / "human", 2, seed=730_000)
     human = ingest(str(home / "human"), store, catalog, run_id="human")
     for image_id in human.image_ids:  # stand-ins for published stage 1 masks: the scenes' exact masks
         record = _record_for(home / "human", image_id)
@@ -93,7 +93,7 @@ def _dag():
     return bag.dags["sa_retrain"]
 
 
-RUN = {"force": True, "steps": 2, "lr": 1e-5, "gold_set": "retrain-gold", "gold_images": 2}
+RUN = {"force": True, "steps": 2, "lr": 1e-5, "gold_set": "retrain-gold", "gold_images": 1}
 
 
 def _set_production(catalog, version):

@@ -5,8 +5,8 @@ from __future__ import annotations
 def register(subparsers) -> None:
     """Add the `demo` subcommand."""
     p = subparsers.add_parser("demo", help="run the whole engine unattended on generated images")
-    p.add_argument("--images", type=int, default=24, help="generated images for stage 3")
-    p.add_argument("--gold-images", type=int, default=8, help="generated gold images")
+    p.add_argument("--images", type=int, default=12, help="generated images for stage 3")
+    p.add_argument("--gold-images", type=int, default=4, help="generated gold images")
     p.set_defaults(func=run)
 
 

@@ -273,27 +273,6 @@ def _uniform_points(region, generator):
     return torch.stack([idx % s, idx // s], dim=1)
 
 
-def _center_points(region, valid):
-    """Return (N, 2) long (x, y): for each (S, S) bool region the pixel farthest from its boundary."""
-    import numpy as np
-    import torch
-
-    from dataengine.simulate import _distance_inside
-
-    out = np.zeros((region.shape[0], 2), np.int64)
-    reg = region.cpu().numpy()
-    val = valid.cpu().numpy()
-    for i in range(len(reg)):
-        r = reg[i] & val[i]
-        if not r.any():
-            out[i] = (reg.shape[2] // 2, reg.shape[1] // 2)
-            continue
-        d = _distance_inside(r)
-        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
-        out[i] = (x, y)
-    return torch.from_numpy(out).to(region.device)
-
-
 def _error_clicks(pred, gold, valid, use_center, generator):
     """Return the next clicks (N, 2) long and labels (N,) int for predictions and gold (N, S, S) bool.
 

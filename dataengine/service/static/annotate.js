@@ -628,7 +628,7 @@ function updatePanels() {
     holder.replaceChildren(...prediction.candidates.map((c, index) => {
       const button = document.createElement("button");
       button.type = "button";
-      button.className = "candidate" + (index === current.selected ? " selected" : "") + (c.area ? "" : " empty");
+      button.className = "candidate" + (index === current.selected ? " selected" : "") + (c.area ? "" : " no-pixels");
       button.innerHTML = `<b>${index + 1}</b><span>IoU ${c.predicted_iou.toFixed(2)}</span>` +
                          `<small>${c.area.toLocaleString()} px</small>`;
       button.title = "predicted IoU and area of this candidate (Tab cycles)";
@@ -939,6 +939,8 @@ async function start() {
     option.textContent = `${b.batch} — ${b.stage}, ${b.submitted + b.skipped}/${b.total} done${b.done ? " ✓" : ""}`;
     return option;
   }));
+  $(".batch-picker").hidden = false;
+  $("#start").hidden = false;
   if (!batches.length) {
     showEmpty("No annotation batches yet. A stage 1 or stage 2 DAG run opens one.");
     return;

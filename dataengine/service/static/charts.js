@@ -60,8 +60,10 @@ export function lineChart(container, { series, height = 220, format = defaultFor
   const xTicks = xLabels ? xLabels.map((label, i) => [i, label])
     : Array.from({ length: 5 }, (_, i) => x0 + ((x1 - x0) * i) / 4).map((x) => [x, timeLabel(x, x1 - x0)]);
   const every = Math.max(1, Math.ceil(xTicks.length / Math.max(2, Math.floor(innerW / 90))));
+  let previous = null;
   xTicks.forEach(([x, label], i) => {
-    if (i % every) return;
+    if (i % every || label === previous) return;
+    previous = label;
     const anchor = xMap(x) < margin.left + 40 ? "start" : xMap(x) > width - margin.right - 40 ? "end" : "middle";
     svg("text", { x: xMap(x), y: height - 10, class: "tick", "text-anchor": anchor }, root).textContent = label;
   });
