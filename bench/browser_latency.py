@@ -56,14 +56,18 @@ def main() -> int:
         image_id = page.evaluate("annotationTool.task.image_id")
         objects = sorted(engine["truth"][image_id]["annotations"], key=lambda a: -a["area"])[:12]
         masks = [coco_decode(a["segmentation"]).astype(bool) for a in objects]
-        box = page.locator("#canvas").bounding_box()
-        view = page.evaluate("({s: annotationTool.view.scale, x: annotationTool.view.x, y: annotationTool.view.y})")
 
         def click(x: float, y: float, negative: bool) -> None:
+            box = page.locator("#canvas").bounding_box()
+            view = page.evaluate("({s: annotationTool.view.scale, x: annotationTool.view.x, y: annotationTool.view.y})")
             count = page.evaluate("annotationTool.latencies.length")
             page.mouse.click(box["x"] + x * view["s"] + view["x"], box["y"] + y * view["s"] + view["y"],
                              button="right" if negative else "left")
-            page.wait_for_function("n => annotationTool.latencies.length > n", arg=count, timeout=30_000)
+            try:
+                page.wait_for_function("n => annotationTool.latencies.length > n", arg=count, timeout=30_000)
+            except Exception as exc:
+                raise RuntimeError(f"no mask was drawn after a click at ({x:.1f}, {y:.1f}); the tool says: "
+                                   f"{page.locator('#banner-text').inner_text() or 'nothing'}") from exc
 
         clicks = 0
         while clicks < args.clicks:

@@ -201,6 +201,8 @@ def test_sign_in_annotate_with_clicks_refine_with_brush_accept_and_submit(browse
     assert (stored[far] == chosen[far]).all()                           # the rest is the chosen candidate
     assert mask["area"] == int(stored.sum())
     assert "1/3 images done" in page.locator("#progress-text").inner_text()
+    latencies = page.evaluate("annotationTool.latencies")             # click -> mask painted, per click
+    assert len(latencies) >= 2 and all(entry["ms"] >= entry["server_ms"] > 0 for entry in latencies)
     assert not page_errors
     page.context.close()
 

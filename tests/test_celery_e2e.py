@@ -226,8 +226,9 @@ def celery_run(tmp_path_factory, redis_url, databases, s3_server, batch) -> dict
     except (AssertionError, subprocess.TimeoutExpired) as exc:
         facts["embedded"] = {"error": str(exc)}
     facts["total_s"] = round(time.monotonic() - started, 1)
-    print(f"celery e2e: ready {facts['ready_s']} s, run {facts.get('run_s')} s, cluster {facts['cluster_s']} s, "
-          f"total {facts['total_s']} s")
+    counts = facts.get("manifest", {}).get("counts")
+    print(f"celery e2e: ready {facts.get('ready_s')} s, run {facts.get('run_s')} s, cluster {facts['cluster_s']} s, "
+          f"total {facts['total_s']} s; release counts {counts}")
     return facts
 
 
@@ -237,7 +238,9 @@ def _failure_report(cluster: CeleryCluster, run_id: str, facts: dict) -> str:
         lines.append(f"{ti['task_id']}[{ti['map_index']}] {ti['state']} on {ti['hostname']} ({ti['queue']})")
         if ti["state"] in ("failed", "up_for_retry") and ti.get("try_number"):
             try:
-                lines.append(cluster.task_log(DAG_ID, run_id, ti["task_id"], ti["map_index"], ti["try_number"])[-1500:])
+                log = cluster.task_log(DAG_ID, run_id, ti["task_id"], ti["map_index"], ti["try_number"])
+                useful = [line for line in log.splitlines() if "Skipping registering function" not in line]
+                lines.extend("    " + line for line in useful[-20:])
             except Exception as exc:  # noqa: BLE001 - the report is best effort; the state already says failed
                 lines.append(f"(log unavailable: {exc})")
     return "\n".join(lines)

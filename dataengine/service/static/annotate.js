@@ -168,14 +168,16 @@ function render() {
   const pending = tool.pendingLatency, prediction = tool.current.prediction;
   if (pending && prediction && prediction.seq === pending.seq) {
     tool.pendingLatency = null;
-    // A message posted during this frame's rendering is handled once the frame is painted.
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      tool.latencies.push({ ms: performance.now() - pending.t0, server_ms: pending.serverMs });
-    };
-    channel.port2.postMessage(0);
+    afterPaint(() => tool.latencies.push({ ms: performance.now() - pending.t0, server_ms: pending.serverMs }));
   }
 }
+
+// A message posted while a frame renders is handled once that frame is painted. One long-lived channel (a
+// channel made per call can be collected before its message arrives).
+const paintChannel = new MessageChannel();
+const afterPaintQueue = [];
+paintChannel.port1.onmessage = () => { const run = afterPaintQueue.shift(); if (run) run(); };
+function afterPaint(run) { afterPaintQueue.push(run); paintChannel.port2.postMessage(0); }
 
 function drawPrompts() {
   const { box, points } = tool.current;

@@ -22,10 +22,11 @@ function packed([r, g, b], alpha) {
 export class Viewport {
   constructor() { this.scale = 1; this.x = 0; this.y = 0; }
 
-  fit(width, height, screenWidth, screenHeight, margin = 16) {
-    this.scale = Math.min((screenWidth - 2 * margin) / width, (screenHeight - 2 * margin) / height);
+  /** Fit the image in the screen, keeping `bottom` px free for the zoom controls. */
+  fit(width, height, screenWidth, screenHeight, margin = 16, bottom = 46) {
+    this.scale = Math.min((screenWidth - 2 * margin) / width, (screenHeight - margin - bottom) / height);
     this.x = (screenWidth - width * this.scale) / 2;
-    this.y = (screenHeight - height * this.scale) / 2;
+    this.y = margin + (screenHeight - margin - bottom - height * this.scale) / 2;
   }
 
   zoomAt(factor, sx, sy, min = 0.05, max = 40) {
