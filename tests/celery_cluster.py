@@ -155,7 +155,8 @@ class CeleryCluster:
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
             "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.metadata_url,  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
+            # keep the +psycopg2 driver: SQLAlchemy 2.1 maps a plain postgresql:// to psycopg 3 (not installed)
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.metadata_url,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.default_worker_concurrency),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             "AIRFLOW__CORE__FERNET_KEY": self._secrets["fernet"],
@@ -265,7 +266,8 @@ class CeleryCluster:
             except Exception as exc:  # noqa: BLE001 - not ready yet: keep polling until the deadline
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(1.0)
-        raise TimeoutError(f"cluster not ready after {timeout:.0f} s, waiting for {stage} ({last})\n" + self.log_tails())
+        raise TimeoutError(f"cluster not ready after {timeout:.0f} s, waiting for {stage} ({last})\n"
+                           + self.log_tails())
 
     def worker_queues(self) -> dict[str, list[str]]:
         """Ask the workers over the broker which queues they consume: {celery worker name: [queue, ...]}."""
@@ -330,9 +332,17 @@ class CeleryCluster:
         data = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
                         params={"map_index": map_index}, headers={"Accept": "application/json"})
         content = data.get("content", "")
-        if isinstance(content, list):
-            return "\n".join(item.get("event", str(item)) if isinstance(item, dict) else str(item) for item in content)
-        return str(content)
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for item in content:
+            if not isinstance(item, dict):
+                lines.append(str(item))
+                continue
+            lines.append(str(item.get("event", item)))
+            errors = item.get("error_detail") or []
+            lines.extend(f"{error.get('exc_type')}: {error.get('exc_value')}" for error in errors)
+        return "\n".join(lines)
 
     # --- shutdown ------------------------------------------------------------------------------------------
     def stop(self, timeout: float = 45) -> None:

@@ -107,3 +107,16 @@ def test_audit_sample_is_seeded_and_sized():
     assert first != sample_for_audit(ids, 0.01, seed="run-2")
     with pytest.raises(ValueError):
         sample_for_audit(ids, 1.5, seed="x")
+
+
+def test_gate_accepts_scores_exactly_at_the_generators_float32_threshold(good_record):
+    from dataengine.pipeline.gates import _gate_thresholds
+
+    rows = rows_from_record(good_record, "sam_tiny/v0", 0)
+    rows[0]["stability_score"] = float(np.float32(0.7))   # what a float32 `>= 0.7` filter lets through
+    thresholds = _gate_thresholds({"pred_iou_thresh": 0.25, "stability_score_thresh": 0.7}, {})
+    result = run_gate(with_derived_columns(make_table(rows)), mask_table_checks(thresholds), suite="f32")
+    assert result.success, result.message()
+    rows[0]["stability_score"] = 0.6999                    # genuinely below: still refused
+    result = run_gate(with_derived_columns(make_table(rows)), mask_table_checks(thresholds), suite="f32")
+    assert not result.success

@@ -6,13 +6,20 @@ monitoring page) and returns a small JSON-able outcome; the operator decides to 
 from __future__ import annotations
 
 
+def _as_float32(value: float) -> float:
+    """The generator compares float32 scores with float32 thresholds: check against the same bound."""
+    import numpy as np
+
+    return float(np.float32(value))
+
+
 def _gate_thresholds(settings: dict, params: dict):
     from dataengine.quality.suites import MaskGateThresholds
 
     max_ratio = settings.get("max_mask_area_ratio")
     return MaskGateThresholds(
-        pred_iou_thresh=float(settings.get("pred_iou_thresh", 0.0)),
-        stability_score_thresh=float(settings.get("stability_score_thresh", 0.0)),
+        pred_iou_thresh=_as_float32(settings.get("pred_iou_thresh", 0.0)),
+        stability_score_thresh=_as_float32(settings.get("stability_score_thresh", 0.0)),
         max_area_ratio=float(max_ratio) if max_ratio else 1.0 + 1e-9,
         min_masks_per_image=int(params.get("min_masks_per_image", 1)),
         max_masks_per_image=int(params.get("max_masks_per_image", 1000)),
