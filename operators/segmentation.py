@@ -18,7 +18,9 @@ class AutoMaskOperator(BaseOperator):
     template_fields = ("shard", "model", "settings")
     ui_color = "#f3d9b1"
 
-    def __init__(self, *, shard: dict, model: dict, settings: dict, **kwargs):
+    @classmethod
+    def gpu_defaults(cls, kwargs: dict) -> dict:
+        """Fill in the GPU routing and retry defaults (used by both the constructor and `partial`)."""
         kwargs.setdefault("pool", GPU_POOL)
         kwargs.setdefault("queue", GPU_QUEUE)
         kwargs.setdefault("retries", 2)
@@ -26,7 +28,15 @@ class AutoMaskOperator(BaseOperator):
         kwargs.setdefault("retry_exponential_backoff", 2.0)
         kwargs.setdefault("execution_timeout", timedelta(hours=2))
         kwargs.setdefault("map_index_template", "shard {{ task.shard['shard'] }}")
-        super().__init__(**kwargs)
+        return kwargs
+
+    @classmethod
+    def partial(cls, **kwargs):
+        """Mapped instances take their pool, queue and timeouts from `partial`, not from `__init__`."""
+        return super().partial(**cls.gpu_defaults(kwargs))
+
+    def __init__(self, *, shard: dict, model: dict, settings: dict, **kwargs):
+        super().__init__(**self.gpu_defaults(kwargs))
         self.shard, self.model, self.settings = shard, model, settings
 
     def execute(self, context):

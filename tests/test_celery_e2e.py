@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,10 @@ def test_segmentation_ran_only_on_the_gpu_worker(celery_run):
     assert sorted(ti["map_index"] for ti in segments) == list(range(shards))
     for ti in segments:
         assert (ti["state"], ti["hostname"], ti["queue"], ti["pool"]) == ("success", gpu_worker, GPU_QUEUE, "gpu"), ti
+    # one GPU, one pool slot, `-c 1`: the shards ran one after another, never two at once
+    spans = sorted((datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]))
+                   for ti in segments)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
 
 @celery_e2e

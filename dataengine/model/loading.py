@@ -35,13 +35,15 @@ def build_model(name: str, config: dict | None = None):
     return builder(checkpoint=None)
 
 
-def read_checkpoint(uri: str) -> tuple[dict, dict]:
-    """Return (state_dict, config) of a checkpoint at a file:// or s3:// URI or a local path."""
+def read_checkpoint(uri) -> tuple[dict, dict]:
+    """Return (state_dict, config) of a checkpoint at a file:// or s3:// URI or a local path, or given as bytes."""
     import torch
 
     from dataengine.storage import read_uri
 
-    data = read_uri(str(uri))
+    data = bytes(uri) if isinstance(uri, (bytes, bytearray)) else read_uri(str(uri))
+    if isinstance(uri, (bytes, bytearray)):
+        uri = "(bytes)"
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
@@ -71,7 +73,7 @@ def load_state_dict_strictly(model, state_dict: dict, source: str = "checkpoint"
 
 
 def load_model(name: str, checkpoint: str | None = None, device=None):
-    """Return the `Sam` named `name`, with the weights of `checkpoint` (URI or path) if given, on `device`
+    """Return the `Sam` named `name`, with the weights of `checkpoint` (URI, path or bytes) if given, on `device`
     (default: CUDA when available, else the CPU), in eval mode."""
     from dataengine.model.device import select_device
 
@@ -83,5 +85,6 @@ def load_model(name: str, checkpoint: str | None = None, device=None):
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(ARCHITECTURES)}")
     model = build_model(name, config if name == "sam_tiny" else None)
     if state_dict is not None:
-        load_state_dict_strictly(model, state_dict, f"checkpoint {checkpoint} for {name}")
+        source = "(bytes)" if isinstance(checkpoint, (bytes, bytearray)) else checkpoint
+        load_state_dict_strictly(model, state_dict, f"checkpoint {source} for {name}")
     return model.to(select_device(device)).eval()

@@ -103,4 +103,5 @@ def load_resolved(store, ref: dict, device=None):
     if actual != ref["sha256"]:
         raise ValueError(f"model {ref['version_id']}: checkpoint changed since the run resolved it "
                          f"(sha256 {actual[:12]}, expected {ref['sha256'][:12]})")
-    return load_model(ref["name"], checkpoint=store.url(ref["key"]), device=device)
+    # load from the bytes already read: the store object carries the credentials a bare URI would lose
+    return load_model(ref["name"], checkpoint=data, device=device)
