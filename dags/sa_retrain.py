@@ -23,7 +23,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 
 from operators.retrain import (FineTuneOperator, enough_new_masks, evaluate, keep_candidate, promote,
                                promotion_gate, resolve_models, snapshot)
-from operators.review import approve_release
+from operators.review import approve_promotion
 
 HUMAN_MASKS = Asset("dataengine://annotations/stage1") | Asset("dataengine://annotations/stage2")
 
@@ -45,6 +45,8 @@ HUMAN_MASKS = Asset("dataengine://annotations/stage1") | Asset("dataengine://ann
         "include_stage3": Param(False, type="boolean", description="also train on confident stage 3 masks"),
         "steps": Param(200, type="integer", minimum=1),
         "lr": Param(1e-4, type="number", exclusiveMinimum=0),
+        "loss": Param("", type="string", enum=["", "focal_dice", "bce_dice", "balanced_bce_dice"],
+                      description="mask loss; empty: the parent's own recipe (the paper's focal:dice without one)"),
         "gold_set": Param("", type="string", description="gold set to evaluate on (empty: every gold image)"),
         "gold_images": Param(40, type="integer", minimum=1),
         "primary_metric": Param("miou@1", type="string", enum=["miou@1", "miou@3", "miou@5"]),
@@ -61,8 +63,7 @@ def sa_retrain():
                                  training_snapshot=data)
     route = promotion_gate(evaluate(candidate.output, models))
     promoted = promote(candidate.output)
-    route >> approve_release(subject="Promote the retrained model of {{ run_id }}?",
-                             task_id="approve_promotion") >> promoted
+    route >> approve_promotion(subject="Promote the retrained model of {{ run_id }}?") >> promoted
     route >> [promoted, keep_candidate(candidate.output)]
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from operators.annotation import (ANNOTATION_ASSETS, EmbedBatchOperator, WaitForBatchOperator, agreement,
-                                  collect_submissions, gold_comparison, open_tasks, publish, quality_gate,
-                                  select_batch)
+                                  annotation_params, collect_submissions, gold_comparison, open_tasks, publish,
+                                  quality_gate, select_batch)
 from operators.stage3 import resolve_model
 
 STAGE = "stage1"
@@ -42,26 +42,7 @@ STAGE = "stage1"
     doc_md=__doc__,
     default_args={"owner": "data-engine", "retries": 2, "retry_delay": timedelta(minutes=1),
                   "retry_exponential_backoff": 2.0},
-    params={
-        "source": Param("", type="string", description="URI prefix or folder of images to ingest first "
-                                                       "(empty: the backlog of images not yet annotated)"),
-        "model": Param("", type="string", description="model name or name/version; empty: production"),
-        "batch": Param("", type="string", description="batch name (empty: stage1-<run id>)"),
-        "batch_size": Param(50, type="integer", minimum=1, maximum=100000),
-        "double_annotation_share": Param(0.1, type="number", minimum=0, maximum=1,
-                                         description="share of images given to two annotators (agreement)"),
-        "gold_set": Param("", type="string", description="gold set whose images ride along for quality control"),
-        "wait_timeout_hours": Param(24.0, type="number", exclusiveMinimum=0),
-        "poll_seconds": Param(30.0, type="number", exclusiveMinimum=0),
-        "slow_mask_seconds": Param(30.0, type="number", exclusiveMinimum=0,
-                                   description="the 30 s rule: move on to the next image after such a mask"),
-        "min_seconds_per_mask": Param(0.0, type="number", minimum=0),
-        "max_seconds_per_mask": Param(600.0, type="number", exclusiveMinimum=0),
-        "min_masks_per_image": Param(1, type="integer", minimum=0),
-        "max_masks_per_image": Param(500, type="integer", minimum=1),
-        "min_gold_mean_iou": Param(0.0, type="number", minimum=0, maximum=1),
-        "min_agreement_iou": Param(0.0, type="number", minimum=0, maximum=1),
-    },
+    params=annotation_params(STAGE, max_masks_per_image=500),
 )
 def sa_stage1_assisted_manual():
     model = resolve_model()

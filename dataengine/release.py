@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 
 RELEASE_SHARD_IMAGES = 1000  # images per tar shard (SA-1B packs ~11k images in each of its 1000 shards)
@@ -56,7 +57,6 @@ def publish_release(store, catalog, *, stage: str, dag_id: str, run_id: str, tab
         write_shard(buffer, ((r, store.get_bytes(f"images/{r['image']['image_id']}.jpg")) for r in chunk))
         files.append(_put(store, f"{prefix}/sa_{shard:06d}.tar", buffer.getvalue()))
     coco = coco_from_records(records)
-    import json
 
     files.append(_put(store, f"{prefix}/coco.json", json.dumps(coco, sort_keys=True).encode()))
     for record in records:

@@ -101,6 +101,19 @@ def count_strokes(pred, gold) -> int:
     return strokes
 
 
+def repaint_strokes(gold) -> int:
+    """Return the strokes to erase a prediction and paint the object `gold` (H, W) bool from scratch."""
+    import numpy as np
+
+    return 1 + count_strokes(np.zeros_like(np.asarray(gold, bool)), gold)
+
+
+def finishing_strokes(pred, gold) -> int:
+    """Return the strokes the annotator spends to finish `pred` into `gold`: correcting it, or, when the mask is
+    so wrong that this is cheaper, erasing it and painting the object."""
+    return min(count_strokes(pred, gold), repaint_strokes(gold))
+
+
 def mask_seconds(clicks: int, strokes: int) -> float:
     """Return the seconds one mask takes: clicks, strokes and the accept (image overhead counted apart)."""
     return clicks * SECONDS_PER_CLICK + strokes * SECONDS_PER_STROKE + SECONDS_PER_ACCEPT
@@ -160,7 +173,7 @@ def annotate_object(predict_fn, gold_mask, target_iou: float = TARGET_IOU,
         ious.append(mask_iou(pred, gold))
         if ious[-1] >= target_iou:
             break
-    strokes = count_strokes(pred, gold)
+    strokes = finishing_strokes(pred, gold)
     return Annotation(clicks=clicks, ious=ious, strokes=strokes, seconds=mask_seconds(len(clicks), strokes),
                       clicks_only=bool(ious) and ious[-1] >= target_iou, mask=gold.copy())
 
@@ -266,14 +279,14 @@ def trace_image(predict_batch, gold_masks, max_clicks: int = NOC_MAX_CLICKS, tar
         for i in active:
             done_clicks = len(ious[i])
             if stop[i] is None and (ious[i][-1] >= target_iou or done_clicks >= annotator_max_clicks):
-                stop[i] = (len(points[i]), count_strokes(preds[i], golds[i]))
+                stop[i] = (len(points[i]), finishing_strokes(preds[i], golds[i]))
             if done_clicks < need_clicks or (ious[i][-1] < need_iou and done_clicks < max_clicks):
                 still.append(i)
         active = still
         if not active:
             break
     return [ObjectTrace(ious=ious[i], annotator_clicks=stop[i][0] if stop[i] else len(points[i]),
-                        strokes=stop[i][1] if stop[i] else count_strokes(preds[i], golds[i]),
+                        strokes=stop[i][1] if stop[i] else finishing_strokes(preds[i], golds[i]),
                         area=int(golds[i].sum())) for i in range(m)]
 
 

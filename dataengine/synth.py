@@ -25,6 +25,9 @@ OBJECTS_RANGE = (4, 30)        # objects per scene (before occlusion drops hidde
 SIDE_RANGE = (320, 640)        # image sides for demo/gold scenes (each side drawn independently)
 PART_PROBABILITY = 0.35        # an object big enough gets visible parts with this probability
 JPEG_QUALITY_RANGE = (45, 95)
+# Scene families: "shapes" (the bootstrap model's training domain, and the default) and "cells" (the demo's
+# images: a domain the bootstrap model never saw, as a team's own images differ from any pretraining data).
+DOMAINS = ("shapes", "cells")
 
 
 @dataclass
@@ -87,7 +90,6 @@ def _texture(rng, h: int, w: int, scale: float):
 
 def _background(rng, h: int, w: int):
     """Return an (h, w, 3) float32 background: coloured noise at two scales over a gradient, maybe stripes."""
-    import numpy as np
 
     base = _color(rng) * 0.6 + 50
     coarse = (_smooth_noise(rng, h, w, max(h, w) / rng.uniform(2, 6), 3) - 0.5) * rng.uniform(40, 140)
@@ -114,14 +116,19 @@ def _star_polygon(rng, cx: float, cy: float, radius: float, n: int, jitter: floa
     return np.round(pts).astype(np.int32)
 
 
-def _shape_mask(rng, h: int, w: int, cx: float, cy: float, area: float, allow_thin: bool = True):
-    """Return (name, (h, w) bool mask) of one random shape of roughly `area` px centred near (cx, cy)."""
+def _shape_mask(rng, h: int, w: int, cx: float, cy: float, area: float, allow_thin: bool = True,
+                kinds: dict | None = None):
+    """Return (name, (h, w) bool mask) of one random shape of roughly `area` px centred near (cx, cy);
+    `kinds` ({name: weight}) narrows the shapes drawn."""
     import cv2
     import numpy as np
 
     canvas = np.zeros((h, w), np.uint8)
-    kinds = ["ellipse", "polygon", "blob", "rectangle"] + (["bar", "ring"] if allow_thin else [])
-    weights = [0.25, 0.2, 0.25, 0.15] + ([0.1, 0.05] if allow_thin else [])
+    if kinds is None:
+        kinds = dict(zip(["ellipse", "polygon", "blob", "rectangle"], [0.25, 0.2, 0.25, 0.15]))
+        if allow_thin:
+            kinds.update(bar=0.1, ring=0.05)
+    kinds, weights = list(kinds), list(kinds.values())
     kind = str(rng.choice(kinds, p=np.asarray(weights) / sum(weights)))
     radius = max(1.5, float(np.sqrt(area / np.pi)))
     angle = float(rng.uniform(0, 180))
@@ -185,13 +192,17 @@ def scene_size(rng, long_side: int | None):
     return (long_side, short) if rng.random() < 0.5 else (short, long_side)
 
 
-def render_scene(seed: int, long_side: int | None = None) -> Scene:
-    """Return the scene of `seed`; `long_side` renders directly at that long side (training), else 320..640 px."""
-    import cv2
+def render_scene(seed: int, long_side: int | None = None, domain: str = "shapes") -> Scene:
+    """Return the scene of `seed` in `domain` (see DOMAINS); `long_side` renders directly at that long side
+    (training), else 320..640 px per side."""
     import numpy as np
 
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown scene domain {domain!r}; expected one of {', '.join(DOMAINS)}")
     rng = np.random.default_rng(seed)
     h, w = scene_size(rng, long_side)
+    if domain == "cells":
+        return _render_cells(rng, h, w)
     image = _background(rng, h, w)
     masks: list = []
     kinds: list[str] = []
@@ -216,11 +227,76 @@ def render_scene(seed: int, long_side: int | None = None) -> Scene:
         kinds.append(kind)
         if scale > 14 and rng.random() < PART_PROBABILITY:
             _add_parts(rng, image, masks, kinds, len(masks) - 1, depth=1)
-    image = _finish_image(rng, image)
+    return _keep_visible(_finish_image(rng, image), masks, kinds)
+
+
+def _keep_visible(image, masks: list, kinds: list) -> Scene:
+    """Return the Scene of the finished image with the masks above the sliver floor."""
+    import numpy as np
+
+    h, w = image.shape[:2]
     floor = max(MIN_MASK_AREA, MIN_MASK_FRACTION * h * w)
     keep = [i for i, m in enumerate(masks) if m.sum() >= floor]
     stacked = np.stack([masks[i] for i in keep]) if keep else np.zeros((0, h, w), bool)
     return Scene(image=image, masks=stacked, kinds=[kinds[i] for i in keep])
+
+
+# --- the "cells" domain: another family of images than the bootstrap model was trained on -------------------
+
+CELL_OBJECTS_RANGE = (6, 36)
+CELL_AREA_RANGE = (5e-4, 0.06)
+CELL_NUCLEUS_PROBABILITY = 0.6
+
+
+def _render_cells(rng, h: int, w: int) -> Scene:
+    """Return a stained-tissue-like scene: cells on a pale pink background, each a blob or ellipse whose interior
+    is close to the background and whose boundary is a dark membrane; most cells show a nucleus (a part) and
+    some nuclei a nucleolus (a subpart). Low contrast and a fixed palette make it a different domain from the
+    "shapes" scenes the bootstrap model is trained on."""
+    import cv2
+    import numpy as np
+
+    base = np.array([rng.uniform(205, 240), rng.uniform(165, 205), rng.uniform(190, 230)], np.float32)
+    image = (base + (_smooth_noise(rng, h, w, max(h, w) / rng.uniform(2, 5), 3) - 0.5) * rng.uniform(20, 50)
+             + (_smooth_noise(rng, h, w, rng.uniform(2, 6), 1) - 0.5) * rng.uniform(10, 30))
+    masks: list = []
+    kinds: list[str] = []
+    cell_shapes = {"blob": 0.6, "ellipse": 0.4}
+    n_objects = int(rng.integers(CELL_OBJECTS_RANGE[0], CELL_OBJECTS_RANGE[1] + 1))
+    lo, hi = np.log(CELL_AREA_RANGE[0]), np.log(CELL_AREA_RANGE[1])
+    for fraction in np.sort(np.exp(rng.uniform(lo, hi, n_objects)))[::-1]:
+        kind, shape = _shape_mask(rng, h, w, rng.uniform(0, w), rng.uniform(0, h), float(fraction) * h * w,
+                                  kinds=cell_shapes)
+        if not shape.any():
+            continue
+        for m in masks:
+            m &= ~shape
+        tint = base * rng.uniform(0.8, 0.95) - np.array([rng.uniform(0, 25), 10, 0], np.float32)
+        _paint(image, shape, lambda hh, ww: tint + (_smooth_noise(rng, hh, ww, rng.uniform(3, 10), 1) - 0.5) * 25)
+        thickness = int(rng.integers(1, 4))
+        inner = cv2.erode(shape.astype(np.uint8), np.ones((2 * thickness + 1,) * 2, np.uint8)).astype(bool)
+        membrane = np.array([rng.uniform(110, 160), rng.uniform(50, 90), rng.uniform(120, 170)], np.float32)
+        image[shape & ~inner] = membrane
+        masks.append(shape)
+        kinds.append("cell:" + kind)
+        whole = len(masks) - 1
+        if inner.sum() > 60 and rng.random() < CELL_NUCLEUS_PROBABILITY:
+            for label, share, colour in (("part:nucleus", (0.15, 0.35), (95, 45, 140)),
+                                         ("subpart:nucleolus", (0.1, 0.3), (55, 20, 90))):
+                at = _inside_point(rng, inner)
+                if at is None:
+                    break
+                area = float(masks[whole].sum()) * rng.uniform(*share)
+                _, part = _shape_mask(rng, h, w, at[0], at[1], area, kinds={"ellipse": 1.0})
+                part &= inner
+                if part.sum() < MIN_MASK_AREA:
+                    break
+                shade = np.asarray(colour, np.float32) * rng.uniform(0.85, 1.15)
+                _paint(image, part, lambda hh, ww: shade + (_smooth_noise(rng, hh, ww, 3, 1) - 0.5) * 30)
+                masks.append(part)
+                kinds.append(label)
+                whole, inner = len(masks) - 1, part
+    return _keep_visible(_finish_image(rng, image), masks, kinds)
 
 
 def _add_parts(rng, image, masks: list, kinds: list, whole_index: int, depth: int) -> None:
@@ -307,13 +383,14 @@ def scene_record(scene: Scene, image_id: str, file_name: str) -> dict:
             "annotations": annotations}
 
 
-def scene_id(seed: int) -> str:
-    """Return the image id of the scene of `seed` (`synth_<seed>`, zero-padded)."""
-    return f"synth_{seed:08d}"
+def scene_id(seed: int, domain: str = "shapes") -> str:
+    """Return the image id of the scene of `seed` (`synth_<seed>` zero-padded; `cells_<seed>` for cells)."""
+    return f"{'synth' if domain == 'shapes' else domain}_{seed:08d}"
 
 
-def write_scenes(out_dir: str | Path, n: int, seed: int, jpeg_quality: int = 95) -> list[Path]:
-    """Render scenes `seed .. seed+n-1` into `out_dir` as `<id>.jpg` + `<id>.json`; return the JSON paths.
+def write_scenes(out_dir: str | Path, n: int, seed: int, jpeg_quality: int = 95, domain: str = "shapes") -> list[Path]:
+    """Render scenes `seed .. seed+n-1` of `domain` into `out_dir` as `<id>.jpg` + `<id>.json`; return the JSON
+    paths.
 
     Files are written to a temporary name and renamed, so a rerun never leaves half-written files and
     produces identical bytes.
@@ -324,8 +401,8 @@ def write_scenes(out_dir: str | Path, n: int, seed: int, jpeg_quality: int = 95)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for s in range(seed, seed + n):
-        scene = render_scene(s)
-        sid = scene_id(s)
+        scene = render_scene(s, domain=domain)
+        sid = scene_id(s, domain)
         ok, buf = cv2.imencode(".jpg", scene.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             raise RuntimeError(f"scene {sid}: JPEG encoding failed")
@@ -343,5 +420,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-__all__ = ["Scene", "render_scene", "scene_record", "scene_id", "write_scenes", "farthest_interior_point",
+__all__ = ["Scene", "DOMAINS", "render_scene", "scene_record", "scene_id", "write_scenes", "farthest_interior_point",
            "MIN_MASK_AREA", "MIN_MASK_FRACTION"]

@@ -16,22 +16,40 @@ from airflow.sdk import Asset, BaseOperator, get_current_context, task
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from operators import GPU_POOL, GPU_QUEUE
+from operators.context import engine, fail_unless, run_prefix
+from operators.context import store as engine_store
 
 ANNOTATION_ASSETS = {stage: Asset(f"dataengine://annotations/{stage}") for stage in ("stage1", "stage2")}
 _trigger_catalogs: dict[str, object] = {}
 
 
-def _run_prefix() -> str:
-    from dataengine.pipeline.automatic import run_prefix
+def annotation_params(stage: str, max_masks_per_image: int, extra: dict | None = None) -> dict:
+    """Return the params of a stage 1 or 2 DAG: batch, quality-control and effort-gate settings (plus `extra`,
+    placed after `gold_set`)."""
+    from airflow.sdk import Param
 
-    context = get_current_context()
-    return run_prefix(context["dag"].dag_id, context["run_id"])
-
-
-def _engine():
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
-
-    return EngineStoreHook().get_store(), EngineCatalogHook().get_catalog()
+    params = {
+        "source": Param("", type="string", description="URI prefix or folder of images to ingest first "
+                                                       "(empty: the backlog of images not yet annotated)"),
+        "model": Param("", type="string", description="model name or name/version; empty: production"),
+        "batch": Param("", type="string", description=f"batch name (empty: {stage}-<run id>)"),
+        "batch_size": Param(50, type="integer", minimum=1, maximum=100000),
+        "double_annotation_share": Param(0.1, type="number", minimum=0, maximum=1,
+                                         description="share of images given to two annotators (agreement)"),
+        "gold_set": Param("", type="string", description="gold set whose images ride along for quality control"),
+        **(extra or {}),
+        "wait_timeout_hours": Param(24.0, type="number", exclusiveMinimum=0),
+        "poll_seconds": Param(30.0, type="number", exclusiveMinimum=0),
+        "slow_mask_seconds": Param(30.0, type="number", exclusiveMinimum=0,
+                                   description="the 30 s rule: move on to the next image after such a mask"),
+        "min_seconds_per_mask": Param(0.0, type="number", minimum=0),
+        "max_seconds_per_mask": Param(600.0, type="number", exclusiveMinimum=0),
+        "min_masks_per_image": Param(1, type="integer", minimum=0),
+        "max_masks_per_image": Param(max_masks_per_image, type="integer", minimum=1),
+        "min_gold_mean_iou": Param(0.0, type="number", minimum=0, maximum=1),
+        "min_agreement_iou": Param(0.0, type="number", minimum=0, maximum=1),
+    }
+    return params
 
 
 def _gpu_defaults(kwargs: dict) -> dict:
@@ -54,11 +72,11 @@ def select_batch(stage: str) -> dict:
 
     context = get_current_context()
     params = context["params"]
-    store, catalog = _engine()
+    store, catalog = engine()
     batch = batch_name_for(stage, context["run_id"], params.get("batch") or None)
     selection = select(store, catalog, stage=stage, batch=batch, source=params.get("source") or None,
                        gold_set=params.get("gold_set") or None, batch_size=int(params["batch_size"]),
-                       run_id=context["run_id"], prefix=_run_prefix())
+                       run_id=context["run_id"], prefix=run_prefix())
     print(selection["summary"])
     if selection["images"] == len(selection["gold_images"]):
         raise AirflowSkipException(f"no images are waiting for {stage} annotation: nothing to do in this run")
@@ -78,9 +96,8 @@ class EmbedBatchOperator(BaseOperator):
     def execute(self, context):
         from dataengine.model.registry import load_resolved
         from dataengine.pipeline.manual import compute_embeddings
-        from operators.hooks import EngineStoreHook
 
-        store = EngineStoreHook().get_store()
+        store = engine_store()
         sam = load_resolved(store, self.model)
         result = compute_embeddings(store, sam, self.model, store.get_json(self.selection["images_key"]))
         self.log.info("embeddings with %s: %s computed, %s already cached, %.1f s", result["model_version"],
@@ -102,10 +119,9 @@ class PrefillOperator(BaseOperator):
         from dataengine.amg import MaskGenerator
         from dataengine.model.registry import load_resolved
         from dataengine.pipeline.manual import prefill_images, prefill_settings
-        from operators.hooks import EngineStoreHook
 
         params = context["params"]
-        store = EngineStoreHook().get_store()
+        store = engine_store()
         settings = prefill_settings(params["prefill_preset"], params.get("prefill_settings") or {},
                                     float(params["prefill_strictness"]))
         self.log.info("pre-fill settings: %s", settings)
@@ -124,7 +140,7 @@ def open_tasks(selection: dict, model: dict, stage: str, prefill: dict | None = 
     from dataengine.pipeline.manual import open_batch
 
     context = get_current_context()
-    store, catalog = _engine()
+    store, catalog = engine()
     opened = open_batch(store, catalog, stage=stage, selection=selection, model=model,
                         double_share=float(context["params"]["double_annotation_share"]), prefill=prefill,
                         dag_id=context["dag"].dag_id, run_id=context["run_id"])
@@ -226,9 +242,9 @@ def collect_submissions(opened: dict, done: dict) -> dict:
     """Gather the batch's submissions into the run's submission table."""
     from dataengine.pipeline.manual import collect_submissions as collect
 
-    store, catalog = _engine()
+    store, catalog = engine()
     slow = float(get_current_context()["params"].get("slow_mask_seconds", 30.0))
-    collected = collect(store, catalog, opened["batch"], _run_prefix(), slow)
+    collected = collect(store, catalog, opened["batch"], run_prefix(), slow)
     print(f"{collected['submissions']} submissions, {collected['masks']} masks on {collected['images']} images; "
           f"{collected['skipped']} skipped {collected['skip_reasons']}")
     return collected
@@ -237,52 +253,37 @@ def collect_submissions(opened: dict, done: dict) -> dict:
 @task(task_display_name="Quality gate (Great Expectations)", retries=0)
 def quality_gate(collected: dict) -> dict:
     """Validate the submission table; save the report; fail with the expectation that failed."""
-    from airflow.exceptions import AirflowFailException
-
     from dataengine.pipeline.manual import gate_submissions
 
     context = get_current_context()
-    store, catalog = _engine()
-    outcome = gate_submissions(store, catalog, collected, context["params"], _run_prefix(),
+    store, catalog = engine()
+    outcome = gate_submissions(store, catalog, collected, context["params"], run_prefix(),
                                dag_id=context["dag"].dag_id, run_id=context["run_id"])
-    print(outcome["message"])
-    if not outcome["success"]:
-        raise AirflowFailException(outcome["message"])
-    return outcome
+    return fail_unless(outcome, "success")
 
 
 @task(task_display_name="Gold comparison", retries=0)
 def gold_comparison(collected: dict) -> dict:
     """Annotator masks on the batch's gold images against the gold masks; fail below the minimum IoU."""
-    from airflow.exceptions import AirflowFailException
-
     from dataengine.pipeline.manual import compare_submissions_with_gold
 
     context = get_current_context()
-    store, catalog = _engine()
-    outcome = compare_submissions_with_gold(store, catalog, collected, context["params"], _run_prefix(),
+    store, catalog = engine()
+    outcome = compare_submissions_with_gold(store, catalog, collected, context["params"], run_prefix(),
                                             dag_id=context["dag"].dag_id, run_id=context["run_id"])
-    print(outcome["message"])
-    if not outcome["passed"]:
-        raise AirflowFailException(outcome["message"])
-    return outcome
+    return fail_unless(outcome, "passed")
 
 
 @task(task_display_name="Annotator agreement", retries=0)
 def agreement(collected: dict) -> dict:
     """Mean IoU between matched masks of the images given to two annotators; fail below the minimum."""
-    from airflow.exceptions import AirflowFailException
-
     from dataengine.pipeline.manual import measure_agreement
 
     context = get_current_context()
-    store, catalog = _engine()
-    outcome = measure_agreement(store, catalog, collected, context["params"], _run_prefix(),
+    store, catalog = engine()
+    outcome = measure_agreement(store, catalog, collected, context["params"], run_prefix(),
                                 dag_id=context["dag"].dag_id, run_id=context["run_id"])
-    print(outcome["message"])
-    if not outcome["passed"]:
-        raise AirflowFailException(outcome["message"])
-    return outcome
+    return fail_unless(outcome, "passed")
 
 
 @task(task_display_name="Publish the accepted masks")
@@ -291,7 +292,7 @@ def publish(collected: dict, model: dict, gate: dict, gold: dict, agreement: dic
     from dataengine.pipeline.manual import event_extra, publish_annotations
 
     context = get_current_context()
-    store, catalog = _engine()
+    store, catalog = engine()
     published = publish_annotations(store, catalog, collected=collected, model=model, gate=gate, gold=gold,
                                     agreement=agreement, dag_id=context["dag"].dag_id, run_id=context["run_id"])
     effort = published["effort"]

@@ -6,21 +6,9 @@ from datetime import timedelta
 from airflow.sdk import Asset, BaseOperator, get_current_context, task
 
 from operators import GPU_POOL, GPU_QUEUE
+from operators.context import engine, run_prefix
 
 MODELS_PRODUCTION = Asset("dataengine://models/production")
-
-
-def _prefix() -> str:
-    from dataengine.pipeline.automatic import run_prefix
-
-    context = get_current_context()
-    return run_prefix(context["dag"].dag_id, context["run_id"])
-
-
-def _store_and_catalog():
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
-
-    return EngineStoreHook().get_store(), EngineCatalogHook().get_catalog()
 
 
 @task(task_display_name="Resolve production and parent models")
@@ -29,7 +17,7 @@ def resolve_models() -> dict:
     from dataengine.model.registry import DEFAULT_MODEL_NAME, resolve
 
     params = get_current_context()["params"]
-    store, catalog = _store_and_catalog()
+    store, catalog = engine()
     parent = resolve(store, catalog, params.get("model") or None)
     production = resolve(store, catalog, parent["name"] if params.get("model") else DEFAULT_MODEL_NAME)
     print(f"production {production['version_id']}; fine-tuning from {parent['version_id']}")
@@ -42,7 +30,7 @@ def enough_new_masks(models: dict) -> bool:
     from dataengine.pipeline.retrain import count_new_human_masks
 
     params = get_current_context()["params"]
-    store, catalog = _store_and_catalog()
+    store, catalog = engine()
     new = count_new_human_masks(store, catalog, models["parent"]["name"])
     print(f"{new['masks']} new human masks in {new['records']} records (threshold {params['min_new_masks']})")
     return bool(params.get("force")) or new["masks"] >= int(params["min_new_masks"])
@@ -54,31 +42,32 @@ def snapshot() -> dict:
     from dataengine.pipeline.retrain import snapshot_training_data
 
     params = get_current_context()["params"]
-    store, catalog = _store_and_catalog()
-    return snapshot_training_data(store, catalog, _prefix(), include_stage3=bool(params["include_stage3"]))
+    store, catalog = engine()
+    return snapshot_training_data(store, catalog, run_prefix(), include_stage3=bool(params["include_stage3"]))
 
 
 class FineTuneOperator(BaseOperator):
     """Fine-tunes the production model on a snapshot (GPU pool) and registers the result as a candidate."""
 
-    template_fields = ("models", "training_snapshot", "steps", "lr")
+    template_fields = ("models", "training_snapshot", "steps", "lr", "loss")
 
     def __init__(self, *, models: dict, training_snapshot: dict, steps="{{ params.steps }}",
-                 lr="{{ params.lr }}", **kwargs):
+                 lr="{{ params.lr }}", loss="{{ params.loss }}", **kwargs):
         kwargs.setdefault("pool", GPU_POOL)
         kwargs.setdefault("queue", GPU_QUEUE)
         kwargs.setdefault("retries", 0)  # a diverged run fails for good; retrying would diverge again
         kwargs.setdefault("execution_timeout", timedelta(hours=6))
         super().__init__(**kwargs)
         self.models, self.training_snapshot, self.steps, self.lr = models, training_snapshot, steps, lr
+        self.loss = loss
 
     def execute(self, context):
         from dataengine.pipeline.retrain import fine_tune
 
-        store, catalog = _store_and_catalog()
+        store, catalog = engine()
         parent = self.models["parent"]
         candidate = fine_tune(store, catalog, parent, self.training_snapshot["snapshot_key"],
-                              steps=int(self.steps), lr=float(self.lr), log=self.log.info)
+                              steps=int(self.steps), lr=float(self.lr), loss=self.loss or None, log=self.log.info)
         self.log.info("registered candidate %s (parent %s)", candidate["version_id"], parent["version_id"])
         return candidate
 
@@ -89,11 +78,11 @@ def evaluate(candidate: dict, models: dict) -> dict:
     from dataengine.pipeline.retrain import evaluate_on_gold, load_gold_examples
 
     params = get_current_context()["params"]
-    store, catalog = _store_and_catalog()
+    store, catalog = engine()
     examples, records = load_gold_examples(store, catalog, params.get("gold_set") or None, int(params["gold_images"]))
     result = {"candidate": evaluate_on_gold(store, candidate, examples, records),
               "production": evaluate_on_gold(store, models["production"], examples, records)}
-    store.put_json(f"{_prefix()}/reports/evaluation.json", result)
+    store.put_json(f"{run_prefix()}/reports/evaluation.json", result)
     catalog.update_model_metrics(candidate["name"], candidate["version"], {"gold": result["candidate"]})
     for role in ("candidate", "production"):
         m = result[role]
@@ -123,7 +112,7 @@ def promotion_gate(evaluation: dict) -> str:
 def promote(candidate: dict) -> dict:
     """Make the candidate production, recording who and why; emit `dataengine://models/production`."""
     context = get_current_context()
-    store, catalog = _store_and_catalog()
+    store, catalog = engine()
     decision = context["ti"].xcom_pull(task_ids="promotion_gate", key="decision")
     row = catalog.promote(candidate["name"], candidate["version"], by=f"sa_retrain {context['run_id']}",
                           reason="; ".join(decision["reasons"]))
@@ -137,7 +126,7 @@ def promote(candidate: dict) -> dict:
 def keep_candidate(candidate: dict) -> dict:
     """Keep a rejected candidate as `candidate`, with the evaluation and the reasons that rejected it."""
     context = get_current_context()
-    _, catalog = _store_and_catalog()
+    _, catalog = engine()
     decision = context["ti"].xcom_pull(task_ids="promotion_gate", key="decision")
     row = catalog.update_model_metrics(candidate["name"], candidate["version"], {"rejected": decision["reasons"]})
     print(f"{row.name}/{row.version} stays a candidate: " + "; ".join(decision["reasons"]))

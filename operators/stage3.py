@@ -7,25 +7,20 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, get_current_context, task
 
+from operators.context import engine, fail_unless, run_prefix
+from operators.context import store as engine_store
+
 STAGE3_MASKS = Asset("dataengine://annotations/stage3")
 DAG_ID = "sa_stage3_fully_automatic"
-
-
-def _run_prefix() -> str:
-    from dataengine.pipeline.automatic import run_prefix
-
-    context = get_current_context()
-    return run_prefix(context["dag"].dag_id, context["run_id"])
 
 
 @task(task_display_name="Resolve the production model")
 def resolve_model() -> dict:
     """Resolve the model param (default: production) once for the run; the result is recorded everywhere."""
     from dataengine.model.registry import resolve
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     params = get_current_context()["params"]
-    ref = resolve(EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(), params.get("model") or None)
+    ref = resolve(*engine(), params.get("model") or None)
     print(f"model for this run: {ref['version_id']} (sha256 {ref['sha256'][:12]})")
     return ref
 
@@ -34,15 +29,14 @@ def resolve_model() -> dict:
 def select_images() -> dict:
     """Ingest `source` if given, else take the images registered in the run's data interval."""
     from dataengine.pipeline.selection import select_stage_images
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     context = get_current_context()
     params = context["params"]
     selection = select_stage_images(
-        EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(),
+        *engine(),
         source=params.get("source") or None, gold_set=params.get("gold_set") or None,
         interval=(context.get("data_interval_start"), context.get("data_interval_end")),
-        run_id=context["run_id"], prefix=_run_prefix())
+        run_id=context["run_id"], prefix=run_prefix())
     print(selection["summary"])
     return selection
 
@@ -51,11 +45,10 @@ def select_images() -> dict:
 def plan_shards(selection: dict) -> list[dict]:
     """Split the selected images into shards of `shard_size`; return one small dict per shard."""
     from dataengine.pipeline.automatic import plan_shards as plan
-    from operators.hooks import EngineStoreHook
 
     params = get_current_context()["params"]
-    store = EngineStoreHook().get_store()
-    return plan(store, store.get_json(selection["images_key"]), int(params["shard_size"]), _run_prefix())
+    store = engine_store()
+    return plan(store, store.get_json(selection["images_key"]), int(params["shard_size"]), run_prefix())
 
 
 @task(task_display_name="Generator settings")
@@ -71,56 +64,42 @@ def generator_settings() -> dict:
 def merge_mask_tables(shard_results: list[dict]) -> dict:
     """Concatenate the shards' mask tables into the run's table."""
     from dataengine.pipeline.automatic import merge_mask_tables as merge
-    from operators.hooks import EngineStoreHook
 
-    return merge(EngineStoreHook().get_store(), list(shard_results), _run_prefix())
+    return merge(engine_store(), list(shard_results), run_prefix())
 
 
 @task(task_display_name="Quality gate (Great Expectations)", retries=0)
 def quality_gate(table: dict, settings: dict) -> dict:
     """Validate the mask table; save the report (JSON + data docs HTML); fail with the reason if it fails."""
-    from airflow.exceptions import AirflowFailException
-
     from dataengine.pipeline.gates import gate_mask_table
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     context = get_current_context()
-    outcome = gate_mask_table(EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(), table,
-                              settings, context["params"], _run_prefix(), dag_id=context["dag"].dag_id,
+    outcome = gate_mask_table(*engine(), table,
+                              settings, context["params"], run_prefix(), dag_id=context["dag"].dag_id,
                               run_id=context["run_id"])
-    print(outcome["message"])
-    if not outcome["success"]:
-        raise AirflowFailException(outcome["message"])
-    return outcome
+    return fail_unless(outcome, "success")
 
 
 @task(task_display_name="Gold comparison", retries=0)
 def gold_comparison(table: dict, selection: dict) -> dict:
     """Compare the run's masks on its gold images with the gold set; fail if a configured minimum is missed."""
-    from airflow.exceptions import AirflowFailException
-
     from dataengine.pipeline.gates import compare_run_with_gold
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     context = get_current_context()
-    outcome = compare_run_with_gold(EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(), table,
-                                    selection, context["params"], _run_prefix(), dag_id=context["dag"].dag_id,
+    outcome = compare_run_with_gold(*engine(), table,
+                                    selection, context["params"], run_prefix(), dag_id=context["dag"].dag_id,
                                     run_id=context["run_id"])
-    print(outcome["message"])
-    if not outcome["passed"]:
-        raise AirflowFailException(outcome["message"])
-    return outcome
+    return fail_unless(outcome, "passed")
 
 
 @task(task_display_name="Audit sample")
 def audit_sample(table: dict) -> dict:
     """Queue a seeded random share of the run's images for human review."""
     from dataengine.pipeline.gates import queue_audit
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     context = get_current_context()
     params = context["params"]
-    return queue_audit(EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(), table,
+    return queue_audit(*engine(), table,
                        float(params["audit_share"]), seed=context["run_id"], run_id=context["run_id"])
 
 
@@ -134,11 +113,10 @@ def approval_needed() -> str:
 def publish(table: dict, model: dict, settings: dict, gate: dict, gold: dict, audit: dict):
     """Write SA-1B shards, COCO JSON and the manifest (last); register the release; emit the asset event."""
     from dataengine.release import publish_release
-    from operators.hooks import EngineCatalogHook, EngineStoreHook
 
     context = get_current_context()
     manifest = publish_release(
-        EngineStoreHook().get_store(), EngineCatalogHook().get_catalog(), stage="stage3",
+        *engine(), stage="stage3",
         dag_id=context["dag"].dag_id, run_id=context["run_id"], table=table, model=model, settings=settings,
         gate=gate, gold=gold, audit=audit)
     print(f"release {manifest['release_id']}: {manifest['counts']['images']} images, "

@@ -48,7 +48,7 @@ EMBEDDED_SCRIPT = """
 import json, sys
 from pathlib import Path
 from dataengine.catalog import open_catalog
-from dataengine.demo import run_stage3
+from dataengine.demo import run_dag_test
 from dataengine.ingest import ingest
 from dataengine.model.registry import ensure_bootstrap_model
 from dataengine.runtime import init_runtime
@@ -58,7 +58,7 @@ init_runtime(home)
 store, catalog = open_store(), open_catalog()
 ensure_bootstrap_model(store, catalog, checkpoint)
 ingest(gold_dir, store, catalog, gold_set=gold_set, run_id="gold")
-print(json.dumps(run_stage3(home, json.loads(conf), home / "stage3.log")))
+print(json.dumps({"seconds": run_dag_test(home, "sa_stage3_fully_automatic", json.loads(conf), home / "stage3.log")}))
 """
 
 

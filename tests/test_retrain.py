@@ -80,7 +80,7 @@ def _record_for(folder, image_id):
     for jpg in sorted(folder.glob("*.jpg")):
         if hashlib.sha256(jpg.read_bytes()).hexdigest()[:16] == image_id:
             record = json.loads(jpg.with_suffix(".json").read_text())
-            record["image"].update(image_id=image_id, file_name=f"{image_id}.jpg")
+            record["image"].update(image_id=image_id, file_name=f"sa_{image_id}.jpg")   # as publication writes it
             return record
     raise LookupError(image_id)
 
@@ -173,3 +173,30 @@ def test_rollback_from_the_command_line(engine, capsys):
 
 def test_next_version_counts_up(engine):
     assert next_version(engine["catalog"], "sam_tiny").startswith("v")
+
+
+def test_fine_tuning_continues_the_parents_recipe(engine):
+    from dataengine.model.training import BOOTSTRAP_PHASES
+    from dataengine.pipeline.retrain import RECIPE_FIELDS, parent_recipe
+
+    recipe = parent_recipe(engine["store"], engine["v0"])
+    assert recipe == {k: BOOTSTRAP_PHASES[-1][k] for k in RECIPE_FIELDS}
+    assert recipe["loss"] == "balanced_bce_dice"
+    assert parent_recipe(engine["store"], engine["degraded"]) == {}     # a card without a training recipe
+
+
+def test_gold_evaluation_is_stored_beside_the_model_and_reused(engine):
+    from dataengine.pipeline.retrain import evaluate_on_gold, evaluation_key, load_gold_examples
+
+    store, v0 = engine["store"], engine["v0"]
+    examples, records = load_gold_examples(store, engine["catalog"], "retrain-gold", 1)
+    settings = {"points_per_side": 4}
+    key = evaluation_key(v0, records, "sam_tiny", settings)
+    assert key.startswith("models/sam_tiny/v0/evaluations/") and not store.exists(key)
+    first = evaluate_on_gold(store, v0, examples, records, amg_settings=settings)
+    assert store.get_json(key) == first and 0 < first["miou@1"] <= 1 and first["model"] == "sam_tiny/v0"
+    store.put_json(key, {**first, "miou@1": -1.0})          # a marker: the next call must read the stored one
+    assert evaluate_on_gold(store, v0, examples, records, amg_settings=settings)["miou@1"] == -1.0
+    assert evaluation_key(v0, records, "sam_tiny", {"points_per_side": 5}) != key
+    assert evaluation_key(engine["degraded"], records, "sam_tiny", settings) != key
+    store.delete(key)

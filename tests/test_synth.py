@@ -86,3 +86,24 @@ def test_bad_arguments_are_refused_with_a_clear_message(tmp_path):
         main(["synth", "--n", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="seed"):
         main(["synth", "--n", "1", "--seed", "1000000000", "--out", str(tmp_path)])
+
+
+def test_cells_domain_is_deterministic_with_nuclei_inside_their_cells(tmp_path):
+    a = synth.render_scene(4, domain="cells")
+    b = synth.render_scene(4, domain="cells")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    kinds = []
+    for seed in range(6):
+        scene = synth.render_scene(seed, domain="cells")
+        kinds += scene.kinds
+        assert not np.array_equal(scene.image, synth.render_scene(seed).image)   # another family of images
+        for i, kind in enumerate(scene.kinds):
+            if kind.startswith(("part:", "subpart:")):
+                assert any((scene.masks[j] & scene.masks[i]).sum() == scene.masks[i].sum() for j in range(i)), \
+                    f"seed {seed}: {kind} {i} is not inside an earlier mask"
+    assert {k.split(":")[0] for k in kinds} == {"cell", "part", "subpart"}
+    assert main(["synth", "--n", "1", "--seed", "4", "--domain", "cells", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "cells_00000004.json").read_text())
+    assert len(record["annotations"]) == len(a.masks)
+    with pytest.raises(ValueError, match="unknown scene domain 'dogs'"):
+        synth.render_scene(1, domain="dogs")

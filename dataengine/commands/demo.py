@@ -4,9 +4,14 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     """Add the `demo` subcommand."""
-    p = subparsers.add_parser("demo", help="run the whole engine unattended on generated images")
+    p = subparsers.add_parser("demo", help="run the whole engine unattended on generated images: stage 1, "
+                                           "retrain, stage 1, retrain, stage 2, stage 3")
     p.add_argument("--images", type=int, default=12, help="generated images for stage 3")
-    p.add_argument("--gold-images", type=int, default=4, help="generated gold images")
+    p.add_argument("--gold-images", type=int, default=10, help="held-out gold images every model is evaluated on")
+    p.add_argument("--stage1-images", type=int, default=20, help="images per stage 1 batch (two batches)")
+    p.add_argument("--stage2-images", type=int, default=12, help="images for stage 2")
+    p.add_argument("--retrain-steps", type=int, default=100, help="fine-tuning steps per retraining run")
+    p.add_argument("--stage3-only", action="store_true", help="skip the loop: ingest the gold set, run stage 3")
     p.set_defaults(func=run)
 
 
@@ -14,4 +19,9 @@ def run(args) -> int:
     """Run the demo."""
     from dataengine.demo import DemoSettings, run_demo
 
-    return run_demo(DemoSettings(images=args.images, gold_images=args.gold_images))
+    for flag in ("images", "gold_images", "stage1_images", "stage2_images", "retrain_steps"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1")
+    return run_demo(DemoSettings(stage3_images=args.images, gold_images=args.gold_images,
+                                 stage1_images=args.stage1_images, stage2_images=args.stage2_images,
+                                 retrain_steps=args.retrain_steps, loop=not args.stage3_only))

@@ -53,6 +53,17 @@ def reference(row, sha256: str) -> dict:
             "key": row.key, "sha256": sha256, "status": row.status}
 
 
+def embedded_card(checkpoint: bytes) -> dict:
+    """Return the card a checkpoint carries (`{"model", "config", "card"}` form), or {} when it has none."""
+    import io
+
+    import torch
+
+    payload = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    card = payload.get("card") if isinstance(payload, dict) else None
+    return dict(card) if isinstance(card, dict) else {}
+
+
 def ensure_bootstrap_model(store, catalog, checkpoint_path=None) -> dict:
     """Register the shipped `sam_tiny` v0 and make it production when no `sam_tiny` is in production yet."""
     from dataengine import config
@@ -61,8 +72,9 @@ def ensure_bootstrap_model(store, catalog, checkpoint_path=None) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"the bootstrap checkpoint {path} is missing: run `make bootstrap-model`")
     with open(path, "rb") as fh:
-        ref = register_model(store, catalog, "sam_tiny", BOOTSTRAP_VERSION, fh.read(),
-                             card={"description": "bootstrap sam_tiny trained on synthetic scenes"})
+        data = fh.read()
+    card = {**embedded_card(data), "description": "bootstrap sam_tiny trained on synthetic scenes"}
+    register_model(store, catalog, "sam_tiny", BOOTSTRAP_VERSION, data, card=card)
     if catalog.production_version("sam_tiny") is None:
         catalog.promote("sam_tiny", BOOTSTRAP_VERSION, by="dataengine init",
                         reason="bootstrap model shipped with the repository")

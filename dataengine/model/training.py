@@ -132,7 +132,9 @@ class StoreRecords:
         key = self.keys[index]
         record = json.loads(self.store.get_bytes(key))
         info = record["image"]
-        image_key = self.image_prefix + info.get("file_name", f"{info['image_id']}.jpg")
+        # the store keeps working images at images/{image_id}.jpg; a record's file_name is its name in a release
+        # shard (sa_<id>.jpg), not a store key
+        image_key = f"{self.image_prefix}{info['image_id']}.jpg"
         raw = np.frombuffer(self.store.get_bytes(image_key), np.uint8)
         image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
         if image is None:
@@ -340,7 +342,7 @@ def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSetti
     embeddings = sam.image_encoder(images)
     src = embeddings[image_index]
     image_pe = sam.prompt_encoder.get_dense_pe()
-    low = src.shape[-1] * 4
+    low = sam.prompt_encoder.mask_input_size[0]   # low-res mask side (SAM: 4x the embedding side)
     gold_f = gold[:, None].float()
     target = F.adaptive_avg_pool2d(gold_f, low)
     valid_n = valid[image_index]
@@ -600,16 +602,15 @@ def bootstrap_settings() -> list[TrainSettings]:
     return [TrainSettings(**phase) for phase in BOOTSTRAP_PHASES]
 
 
-# The shipped v0 run (docs/model.md). It was planned as 1100 steps (about 40 minutes on an idle share of this
-# project's 2-core machine); when the machine got busier (3 s -> 8 s per step) it was shortened to 800 steps at
-# step 550, so the cosine decays over a 1100-step horizon until step 550 and over 800 steps after it
-# (`lr_horizons`). A single phase; the list form lets a later run add a warm restart.
+# The shipped v0 run (docs/model.md): 54 minutes on this project's 2-core machine (2 torch threads plus one data
+# worker): 400 first-prompt-only steps (0.9 s each) while the model learns to localise a click, then 1400 steps of
+# 6 rounds (1.8-2.1 s each). A single phase; the list form lets a later run add a warm restart.
 BOOTSTRAP_PHASES: list[dict] = [
-    {"steps": 800, "images_per_step": 2, "masks_per_image": 16, "rounds": 5, "grad_rounds": "first_last_random",
+    {"steps": 1800, "images_per_step": 2, "masks_per_image": 12, "rounds": 6, "grad_rounds": "first_last_random",
      "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
      "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
-     "checkpoint_every": 50, "heldout_every": 0, "heldout_images": 16, "num_workers": 1, "threads": 1,
-     "time_limit_s": 0.0, "first_click_only_steps": 250, "lr_horizons": [[550, 1100]]},
+     "checkpoint_every": 100, "heldout_every": 0, "heldout_images": 16, "num_workers": 1, "threads": 2,
+     "time_limit_s": 0.0, "first_click_only_steps": 400, "lr_horizons": []},
 ]
 BOOTSTRAP = BOOTSTRAP_PHASES[0]
 

@@ -93,11 +93,34 @@ def next_version(catalog, name: str) -> str:
     return f"v{max(numbers, default=-1) + 1}"
 
 
+# What a fine-tuning run takes over from its parent's training recipe (the rest comes from the run's params).
+RECIPE_FIELDS = ("images_per_step", "masks_per_image", "rounds", "grad_rounds", "loss", "box_probability",
+                 "center_click_probability", "weight_decay", "clip_grad", "threads", "num_workers")
+
+
+def parent_recipe(store, parent: dict) -> dict:
+    """Return the training settings the parent was trained with (its card beside the checkpoint), limited to
+    RECIPE_FIELDS; {} when the parent has no card (an official checkpoint)."""
+    from dataengine.storage import NotFound
+
+    card_key = parent["key"].rsplit("/", 1)[0] + "/card.json"
+    try:
+        card = store.get_json(card_key)
+    except NotFound:
+        return {}
+    settings = card.get("settings") or {}
+    if isinstance(settings, list):   # the bootstrap's card lists its phases; the last one is the recipe
+        settings = settings[-1] if settings else {}
+    return {k: settings[k] for k in RECIPE_FIELDS if k in settings}
+
+
 def fine_tune(store, catalog, parent: dict, snapshot_key: str, *, steps: int = 200, lr: float = 1e-4,
-              seed: int = 0, version: str | None = None, log=print) -> dict:
+              seed: int = 0, version: str | None = None, loss: str | None = None, log=print) -> dict:
     """Fine-tune from the `parent` reference on a snapshot; register the result as a candidate; return its ref.
 
-    Raises `TrainingDiverged` (and registers nothing) when the loss or the weights are not finite.
+    The run continues the parent's recipe (`parent_recipe`: prompts per step, rounds, loss, ...); without
+    one it uses the paper's (focal:dice 20:1). `loss` overrides the loss. Raises `TrainingDiverged` (and
+    registers nothing) when the loss or the weights are not finite.
     """
     import torch
 
@@ -105,8 +128,12 @@ def fine_tune(store, catalog, parent: dict, snapshot_key: str, *, steps: int = 2
     from dataengine.model.training import TrainSettings, train_from_snapshot
 
     version = version or next_version(catalog, parent["name"])
-    settings = TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 10), loss="focal_dice",
-                             checkpoint_every=max(10, steps // 4), seed=seed)
+    recipe = {"loss": "focal_dice", **parent_recipe(store, parent)}
+    if loss:
+        recipe["loss"] = loss
+    settings = TrainSettings(**{**recipe, "steps": steps, "lr": lr, "warmup_steps": max(1, steps // 10),
+                                "checkpoint_every": max(10, steps // 4), "seed": seed})
+    log(f"fine-tuning {parent['version_id']} for {steps} steps at lr {lr} with its recipe {recipe}")
     with tempfile.TemporaryDirectory(prefix="dataengine-finetune-") as tmp:
         out = os.path.join(tmp, "model.pt")
         card = train_from_snapshot(parent["name"], store.url(snapshot_key), out, parent=store.url(parent["key"]),
@@ -149,9 +176,43 @@ def load_gold_examples(store, catalog, gold_set: str | None, max_images: int):
     return examples, records
 
 
+EVALUATION_PROTOCOL = 1   # bump when the interactive protocol or the stage 3 comparison changes
+
+
+def evaluation_key(model_ref: dict, records: dict, preset: str, amg_settings: dict | None) -> str:
+    """Return the store key of a model's gold evaluation: one per (checkpoint, gold records, generator settings,
+    protocol), beside the model (`models/{name}/{version}/evaluations/{digest}.json`)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps({"model": model_ref["sha256"], "gold": records, "preset": preset,
+                                        "amg": amg_settings or {}, "protocol": EVALUATION_PROTOCOL},
+                                       sort_keys=True).encode()).hexdigest()[:20]
+    return f"models/{model_ref['name']}/{model_ref['version']}/evaluations/{digest}.json"
+
+
 def evaluate_on_gold(store, model_ref: dict, examples, records: dict, preset: str = "sam_tiny",
-                     amg_settings: dict | None = None) -> dict:
-    """Return the model's gold metrics: interactive (mIoU@k, NoC, seconds per mask) and stage 3 precision/recall."""
+                     amg_settings: dict | None = None, log=print) -> dict:
+    """Return the model's gold metrics: interactive (mIoU@k, NoC, seconds per mask) and stage 3 precision/recall.
+
+    The evaluation is deterministic, so it is stored beside the model (`evaluation_key`) and reused: the
+    production model of a retraining run was usually evaluated already, as the previous run's candidate.
+    """
+    from dataengine.storage import NotFound
+
+    key = evaluation_key(model_ref, records, preset, amg_settings)
+    try:
+        cached = store.get_json(key)
+        log(f"{model_ref['version_id']}: gold evaluation reused from {key}")
+        return cached
+    except NotFound:
+        pass
+    metrics = _evaluate_on_gold(store, model_ref, examples, records, preset, amg_settings)
+    store.put_json(key, metrics)
+    return metrics
+
+
+def _evaluate_on_gold(store, model_ref: dict, examples, records: dict, preset: str, amg_settings) -> dict:
     from dataengine.amg import MaskGenerator
     from dataengine.model.registry import load_resolved
     from dataengine.pipeline.automatic import generator_settings, sa1b_record

@@ -248,7 +248,7 @@ class SimulatedAnnotator:
             if index in covered or self.stop.is_set():
                 continue
             done = simulate.annotate_object(predictor, truth, target_iou=self.target_iou, max_clicks=self.max_clicks)
-            strokes = min(int(done.strokes), repaint_strokes(truth))
+            strokes = int(done.strokes)   # corrected, or erased and painted when that is cheaper
             seconds = simulate.mask_seconds(len(done.clicks), strokes)
             segmentation = encode_mask(done.mask)[0]
             masks.append({"segmentation": segmentation, "seconds": round(seconds, 3),
@@ -272,15 +272,6 @@ class SimulatedAnnotator:
     def _skip(self, task_id: str, code: str, reason: str) -> None:
         self.client.skip(task_id, code, reason)
         self.report.skipped += 1
-
-
-def repaint_strokes(truth) -> int:
-    """Return the strokes to erase a prediction and paint the object `truth` (H, W) bool from scratch."""
-    import numpy as np
-
-    from dataengine import simulate
-
-    return 1 + simulate.count_strokes(np.zeros_like(truth), truth)
 
 
 def run_simulated_annotators(url: str, tokens: list[str], batch: str, truth: TruthSource, *,
@@ -380,5 +371,5 @@ class SimulatedTeam:
                                 "errors": ["the annotators did not finish"]}
 
 
-__all__ = ["SimulatedTeam", "TruthSource", "NoTruth", "ServicePredictor", "SimulatedAnnotator", "AnnotatorReport", "repaint_strokes",
+__all__ = ["SimulatedTeam", "TruthSource", "NoTruth", "ServicePredictor", "SimulatedAnnotator", "AnnotatorReport",
            "run_simulated_annotators", "CHECK_SECONDS"]
