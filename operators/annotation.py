@@ -223,7 +223,7 @@ class WaitForBatchOperator(BaseOperator):
                    method_name="execute_complete", timeout=timedelta(hours=hours, seconds=10 * poll + 60))
 
     def execute_complete(self, context, event=None):
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from dataengine.pipeline.manual import describe_stall
 

@@ -30,7 +30,7 @@ def engine():
 def fail_unless(outcome: dict, key: str) -> dict:
     """Print a quality step's message; fail the task for good (no retry) when `outcome[key]` is false, with the
     message as the reason; else return the outcome."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     print(outcome["message"])
     if not outcome[key]:

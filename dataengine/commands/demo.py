@@ -11,6 +11,7 @@ def register(subparsers) -> None:
     p.add_argument("--stage1-images", type=int, default=20, help="images per stage 1 batch (two batches)")
     p.add_argument("--stage2-images", type=int, default=12, help="images for stage 2")
     p.add_argument("--retrain-steps", type=int, default=100, help="fine-tuning steps per retraining run")
+    p.add_argument("--retrain-lr", type=float, default=3e-5, help="fine-tuning learning rate")
     p.add_argument("--stage3-only", action="store_true", help="skip the loop: ingest the gold set, run stage 3")
     p.set_defaults(func=run)
 
@@ -19,9 +20,12 @@ def run(args) -> int:
     """Run the demo."""
     from dataengine.demo import DemoSettings, run_demo
 
+    if not args.retrain_lr > 0:
+        raise SystemExit("--retrain-lr must be positive")
     for flag in ("images", "gold_images", "stage1_images", "stage2_images", "retrain_steps"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1")
     return run_demo(DemoSettings(stage3_images=args.images, gold_images=args.gold_images,
                                  stage1_images=args.stage1_images, stage2_images=args.stage2_images,
-                                 retrain_steps=args.retrain_steps, loop=not args.stage3_only))
+                                 retrain_steps=args.retrain_steps, retrain_lr=args.retrain_lr,
+                                 loop=not args.stage3_only))
