@@ -107,6 +107,7 @@ class Demo:
         print(f"[{(time.perf_counter() - self.started) / 60:5.1f} min] {text}", flush=True)
 
     def log_path(self, name: str) -> Path:
+        """Return where the Airflow log of the demo's DAG run `name` is kept."""
         return self.home / "demo" / "logs" / f"{name}.log"
 
     # --- the stages ------------------------------------------------------------------------------------------
