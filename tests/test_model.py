@@ -170,8 +170,6 @@ def test_embedding_names_are_checked_and_bad_bytes_refused():
 def test_sam_tiny_low_res_masks_are_128px_and_feed_back_as_mask_prompts():
     from segment_anything import SamPredictor
 
-    from dataengine.model.tiny import TINY_CONFIG
-
     sam = tiny()
     assert sam.prompt_encoder.mask_input_size == (128, 128)          # 4 px of the 256 px frame per logit
     predictor = SamPredictor(sam)
@@ -182,12 +180,3 @@ def test_sam_tiny_low_res_masks_are_128px_and_feed_back_as_mask_prompts():
     again, _, _ = predictor.predict(np.array([[60, 45], [10, 10]]), np.array([1, 0]),
                                     mask_input=low_res[:1], multimask_output=False)
     assert again.shape == (1, 90, 120)
-    # the 8x decoder head gives 128 px masks from a stride-16 embedding too
-    coarse = build_model("sam_tiny", {**TINY_CONFIG, "stride": 16, "mask_upscale": 8})
-    assert coarse.prompt_encoder.mask_input_size == (128, 128)
-    predictor = SamPredictor(coarse)
-    predictor.set_image(image)
-    _, _, low_res = predictor.predict(np.array([[60, 45]]), np.array([1]), multimask_output=True)
-    assert low_res.shape == (3, 128, 128)
-    with pytest.raises(ValueError, match="mask_upscale 2"):
-        build_model("sam_tiny", {**TINY_CONFIG, "mask_upscale": 2})

@@ -18,7 +18,6 @@ TINY_CONFIG = {
     "decoder_heads": 4,
     "decoder_mlp_dim": 512,
     "iou_head_hidden_dim": 128,
-    "mask_upscale": 4,      # low-res masks = embedding side x this (SAM: 4): 128x128
 }
 
 
@@ -101,35 +100,5 @@ def build_sam_tiny(config: dict | None = None):
             iou_head_hidden_dim=cfg["iou_head_hidden_dim"],
         ),
     )
-    if cfg["mask_upscale"] not in (4, 8):
-        raise ValueError(f"sam_tiny mask_upscale {cfg['mask_upscale']}: expected 4 or 8")
-    if cfg["mask_upscale"] == 8:
-        _widen_mask_resolution(sam, cfg["embed_dim"], embedding_side, cfg["mask_upscale"])
     sam.eval()
     return sam
-
-
-def _widen_mask_resolution(sam, dim: int, embedding_side: int, upscale: int) -> None:
-    """Give `sam` low-res masks of `upscale` x the embedding side (SAM: 4x): one more transposed-conv stage in the
-    decoder's `output_upscaling`, one more stride-2 conv in the prompt encoder's `mask_downscaling`.
-
-    It gives a stride-16 embedding 128x128 masks at a 256-px frame (64x64 masks cap the IoU a perfect model can
-    reach on this project's scenes at 0.74; 128x128 at 0.90: docs/model.md). The module names and the rest of
-    the official computation are unchanged, so every code path that calls `output_upscaling` and
-    `mask_downscaling` works as it is.
-    """
-    from segment_anything.modeling.common import LayerNorm2d
-    from torch import nn
-
-    sam.mask_decoder.output_upscaling = nn.Sequential(
-        nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2), LayerNorm2d(dim // 4), nn.GELU(),
-        nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2), LayerNorm2d(dim // 8), nn.GELU(),
-        nn.ConvTranspose2d(dim // 8, dim // 8, kernel_size=2, stride=2), nn.GELU())
-    pe = sam.prompt_encoder
-    chans = 16
-    pe.mask_input_size = (upscale * embedding_side, upscale * embedding_side)
-    pe.mask_downscaling = nn.Sequential(
-        nn.Conv2d(1, chans // 4, kernel_size=2, stride=2), LayerNorm2d(chans // 4), nn.GELU(),
-        nn.Conv2d(chans // 4, chans // 2, kernel_size=2, stride=2), LayerNorm2d(chans // 2), nn.GELU(),
-        nn.Conv2d(chans // 2, chans, kernel_size=2, stride=2), LayerNorm2d(chans), nn.GELU(),
-        nn.Conv2d(chans, dim, kernel_size=1))
