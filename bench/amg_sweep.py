@@ -17,14 +17,15 @@ import itertools
 import time
 
 
-def candidates(sam, scene, points_per_side: int):
+def candidates(sam, scene, points_per_side: int, crop_n_layers: int = 0):
     """Return (records, ious (C, G)) of every candidate of one scene against its gold masks."""
     import numpy as np
     from pycocotools import mask as mask_utils
 
     from dataengine.amg import MaskGenerator
 
-    generator = MaskGenerator(sam, preset="sam_tiny", points_per_side=points_per_side, pred_iou_thresh=-1.0,
+    generator = MaskGenerator(sam, preset="sam_tiny", points_per_side=points_per_side, crop_n_layers=crop_n_layers,
+                              pred_iou_thresh=-1.0,
                               stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=0,
                               max_mask_area_ratio=0.95, output_mode="coco_rle")
     records = generator.generate(scene.image)
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=100_000, help="first held-out scene seed")
     parser.add_argument("--domain", default="shapes")
     parser.add_argument("--points-per-side", type=int, default=16)
+    parser.add_argument("--crop-layers", type=int, default=0, help="zoomed crop layers (crop_n_layers)")
     parser.add_argument("--iou", default="0,0.3,0.4,0.5,0.6,0.7,0.8,0.88")
     parser.add_argument("--stability", default="0,0.7,0.8,0.9,0.95")
     parser.add_argument("--threads", type=int, default=2)
@@ -75,11 +77,12 @@ def main(argv=None) -> int:
     scenes = []
     for seed in range(args.seed, args.seed + args.scenes):
         scene = render_scene(seed, domain=args.domain)
-        scenes.append(candidates(sam, scene, args.points_per_side))
+        scenes.append(candidates(sam, scene, args.points_per_side, args.crop_layers))
     gold_total = sum(ious.shape[1] for _, ious in scenes)
     all_pred = np.concatenate([[r["predicted_iou"] for r in recs] for recs, _ in scenes])
     all_best = np.concatenate([ious.max(1) if ious.size else np.zeros(len(recs)) for recs, ious in scenes])
-    print(f"{args.scenes} {args.domain} scenes (seeds {args.seed}+), {gold_total} gold objects, "
+    print(f"{args.scenes} {args.domain} scenes (seeds {args.seed}+), {args.points_per_side}x{args.points_per_side} "
+          f"points, {args.crop_layers} crop layers, {gold_total} gold objects, "
           f"{len(all_pred)} candidates, {time.time() - t0:.0f} s")
     print("predicted IoU quantiles 10/25/50/75/90%: "
           + " / ".join(f"{q:.2f}" for q in np.quantile(all_pred, [0.1, 0.25, 0.5, 0.75, 0.9])))

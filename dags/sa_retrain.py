@@ -47,6 +47,9 @@ HUMAN_MASKS = Asset("dataengine://annotations/stage1") | Asset("dataengine://ann
         "lr": Param(1e-4, type="number", exclusiveMinimum=0),
         "loss": Param("", type="string", enum=["", "focal_dice", "bce_dice", "balanced_bce_dice"],
                       description="mask loss; empty: the parent's own recipe (the paper's focal:dice without one)"),
+        "rehearsal_share": Param(0.5, type="number", minimum=0, exclusiveMaximum=1,
+                                 description="share of each epoch's images replayed from the bootstrap's synthetic "
+                                             "scenes (sam_tiny), so the model keeps what it knew"),
         "gold_set": Param("", type="string", description="gold set to evaluate on (empty: every gold image)"),
         "gold_images": Param(40, type="integer", minimum=1),
         "primary_metric": Param("miou@1", type="string", enum=["miou@1", "miou@3", "miou@5"]),

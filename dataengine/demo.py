@@ -39,6 +39,7 @@ class DemoSettings:
     stage3_images: int = 12
     retrain_steps: int = 100
     retrain_lr: float = 3e-5        # the bootstrap's final learning rate: 3e-4 made v0 worse on gold
+    rehearsal_share: float = 0.5    # of the fine-tuning images: the bootstrap's scenes, replayed
     shard_size: int = 8
     preset: str = "sam_tiny"
     annotators: int = 2
@@ -151,7 +152,8 @@ class Demo:
         """Run `sa_retrain` on everything published so far; record both evaluations and the decision."""
         before = set(self.store.list("runs/sa_retrain/"))
         conf = {"force": True, "steps": self.settings.retrain_steps, "lr": self.settings.retrain_lr,
-                "gold_set": GOLD_SET, "gold_images": self.settings.gold_images}
+                "rehearsal_share": self.settings.rehearsal_share, "gold_set": GOLD_SET,
+                "gold_images": self.settings.gold_images}
         seconds = run_dag_test(self.home, "sa_retrain", conf, self.log_path(f"retrain-{cycle}"))
         new = sorted(k for k in set(self.store.list("runs/sa_retrain/")) - before
                      if k.endswith("reports/evaluation.json"))

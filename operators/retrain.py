@@ -49,17 +49,18 @@ def snapshot() -> dict:
 class FineTuneOperator(BaseOperator):
     """Fine-tunes the production model on a snapshot (GPU pool) and registers the result as a candidate."""
 
-    template_fields = ("models", "training_snapshot", "steps", "lr", "loss")
+    template_fields = ("models", "training_snapshot", "steps", "lr", "loss", "rehearsal_share")
 
     def __init__(self, *, models: dict, training_snapshot: dict, steps="{{ params.steps }}",
-                 lr="{{ params.lr }}", loss="{{ params.loss }}", **kwargs):
+                 lr="{{ params.lr }}", loss="{{ params.loss }}", rehearsal_share="{{ params.rehearsal_share }}",
+                 **kwargs):
         kwargs.setdefault("pool", GPU_POOL)
         kwargs.setdefault("queue", GPU_QUEUE)
         kwargs.setdefault("retries", 0)  # a diverged run fails for good; retrying would diverge again
         kwargs.setdefault("execution_timeout", timedelta(hours=6))
         super().__init__(**kwargs)
         self.models, self.training_snapshot, self.steps, self.lr = models, training_snapshot, steps, lr
-        self.loss = loss
+        self.loss, self.rehearsal_share = loss, rehearsal_share
 
     def execute(self, context):
         from dataengine.pipeline.retrain import fine_tune
@@ -67,7 +68,8 @@ class FineTuneOperator(BaseOperator):
         store, catalog = engine()
         parent = self.models["parent"]
         candidate = fine_tune(store, catalog, parent, self.training_snapshot["snapshot_key"],
-                              steps=int(self.steps), lr=float(self.lr), loss=self.loss or None, log=self.log.info)
+                              steps=int(self.steps), lr=float(self.lr), loss=self.loss or None,
+                              rehearsal_share=float(self.rehearsal_share or 0.0), log=self.log.info)
         self.log.info("registered candidate %s (parent %s)", candidate["version_id"], parent["version_id"])
         return candidate
 

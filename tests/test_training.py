@@ -92,7 +92,25 @@ def test_train_from_a_snapshot_of_store_records_writes_checkpoint_and_card(tmp_p
                                         state_path=str(tmp_path / "state.pt"), log=lambda m: None)
     assert card["parent"] == str(parent) and card["config"]["img_size"] == 64
     assert card["data"]["train_records"] + card["data"]["heldout_records"] == 4
+    assert card["data"]["rehearsal_scenes"] == 0
     assert (tmp_path / "out" / "card.json").exists() and (tmp_path / "out" / "model.pt").exists()
+    # with rehearsal, half of an epoch's images are the bootstrap's synthetic scenes
+    card = training.train_from_snapshot("sam_tiny", str(tmp_path / "store" / "snapshots" / "s1.json"),
+                                        str(tmp_path / "out2" / "model.pt"), parent=str(parent),
+                                        settings=_settings(steps=2, rehearsal_share=0.5), store=store,
+                                        state_path=str(tmp_path / "state2.pt"), log=lambda m: None)
+    assert card["data"]["rehearsal_scenes"] == card["data"]["train_records"] > 0
+
+
+def test_rehearsal_mixes_replayed_scenes_into_each_epoch():
+    records = [training.Sample(image=None, masks=None, name=f"record{i}") for i in range(6)]
+    mixed = training.WithRehearsal(records, SyntheticScenes(64), share=0.25)
+    assert len(mixed) == 8                              # 6 records are 75% of the epoch
+    assert [mixed[i].name for i in range(6)] == [r.name for r in records]
+    assert [mixed[i].name for i in (6, 7)] == [f"synth:{training.SYNTH_TRAIN_SEED_BASE + i}" for i in (0, 1)]
+    assert max(mixed[7].image.shape[:2]) == 64          # rendered at the model frame
+    with pytest.raises(ValueError, match="rehearsal share"):
+        training.WithRehearsal(records, SyntheticScenes(64), share=1.0)
 
 
 def test_a_snapshot_that_is_not_a_list_of_records_is_refused(tmp_path):

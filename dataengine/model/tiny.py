@@ -69,9 +69,10 @@ def _encoder_class():
                                       nn.GroupNorm(1, embed_dim))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.body(x)
+            # channels-last convolutions are about 2x faster on the CPU (oneDNN); the embedding comes out contiguous
+            x = self.body(x.contiguous(memory_format=torch.channels_last))
             x = x + self.context(x)
-            return self.neck(x)
+            return self.neck(x).contiguous()
 
     return TinyConvEncoder
 

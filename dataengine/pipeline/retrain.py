@@ -115,11 +115,13 @@ def parent_recipe(store, parent: dict) -> dict:
 
 
 def fine_tune(store, catalog, parent: dict, snapshot_key: str, *, steps: int = 200, lr: float = 1e-4,
-              seed: int = 0, version: str | None = None, loss: str | None = None, log=print) -> dict:
+              seed: int = 0, version: str | None = None, loss: str | None = None, rehearsal_share: float = 0.0,
+              log=print) -> dict:
     """Fine-tune from the `parent` reference on a snapshot; register the result as a candidate; return its ref.
 
     The run continues the parent's recipe (`parent_recipe`: prompts per step, rounds, loss, ...); without
-    one it uses the paper's (focal:dice 20:1). `loss` overrides the loss. Raises `TrainingDiverged` (and
+    one it uses the paper's (focal:dice 20:1). `loss` overrides the loss. `rehearsal_share` of each epoch's images
+    are the bootstrap's synthetic scenes (replay; `sam_tiny` only). Raises `TrainingDiverged` (and
     registers nothing) when the loss or the weights are not finite.
     """
     import torch
@@ -132,8 +134,10 @@ def fine_tune(store, catalog, parent: dict, snapshot_key: str, *, steps: int = 2
     if loss:
         recipe["loss"] = loss
     settings = TrainSettings(**{**recipe, "steps": steps, "lr": lr, "warmup_steps": max(1, steps // 10),
-                                "checkpoint_every": max(10, steps // 4), "seed": seed})
-    log(f"fine-tuning {parent['version_id']} for {steps} steps at lr {lr} with its recipe {recipe}")
+                                "checkpoint_every": max(10, steps // 4), "seed": seed,
+                                "rehearsal_share": rehearsal_share})
+    log(f"fine-tuning {parent['version_id']} for {steps} steps at lr {lr} with its recipe {recipe}, "
+        f"rehearsal share {rehearsal_share}")
     with tempfile.TemporaryDirectory(prefix="dataengine-finetune-") as tmp:
         out = os.path.join(tmp, "model.pt")
         card = train_from_snapshot(parent["name"], store.url(snapshot_key), out, parent=store.url(parent["key"]),
