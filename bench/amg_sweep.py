@@ -25,9 +25,8 @@ def candidates(sam, scene, points_per_side: int, crop_n_layers: int = 0):
     from dataengine.amg import MaskGenerator
 
     generator = MaskGenerator(sam, preset="sam_tiny", points_per_side=points_per_side, crop_n_layers=crop_n_layers,
-                              pred_iou_thresh=-1.0,
-                              stability_score_thresh=0.0, box_nms_thresh=1.0, min_mask_region_area=0,
-                              max_mask_area_ratio=0.95, output_mode="coco_rle")
+                              pred_iou_thresh=-1.0, stability_score_thresh=0.0, box_nms_thresh=1.0,
+                              min_mask_region_area=0, max_mask_area_ratio=0.95, output_mode="coco_rle")
     records = generator.generate(scene.image)
     gold = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in scene.masks]
     cand = [{"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()} for r in records]

@@ -159,8 +159,8 @@ class WithRehearsal:
     """Map-style dataset: the records of `primary`, plus `share` of rehearsal items (the pretraining data, here
     the bootstrap's synthetic scenes) so that a fine-tuning epoch is (1 - share) new data and `share` replay.
 
-    Replay keeps what the model knew while it adapts to a few hundred human masks: without it, fine-tuning on the
-    masks stage 1 collects (large objects first) taught the IoU head to prefer the largest mask everywhere.
+    Replay keeps what the model knew while it adapts to a few hundred human masks: in the demo, fine-tuning v0 on
+    the 20-40 large cells stage 1 collected dropped its gold mIoU@1 from 0.405 to 0.31; with half replay, 0.399.
     """
 
     def __init__(self, primary, rehearsal, share: float):
