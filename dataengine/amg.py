@@ -64,10 +64,11 @@ PRESETS = {
         "output_mode": "coco_rle",
     },
     # `sam_tiny`: thresholds that suit the CPU bootstrap model, whose predicted IoUs are low and carry little
-    # signal (median 0.29; bench/amg_sweep.py and docs/benchmarks.md). Re-derive with the sweep after retraining.
+    # signal (median 0.29, correlation 0.18 with the best gold IoU; bench/amg_sweep.py and docs/benchmarks.md).
+    # Re-derive with the sweep after retraining.
     "sam_tiny": {
         "points_per_side": 32,
-        "pred_iou_thresh": 0.3,
+        "pred_iou_thresh": 0.35,
         "stability_score_thresh": 0.8,
         "stability_score_offset": 1.0,
         "box_nms_thresh": 0.7,
@@ -212,27 +213,28 @@ class MaskGenerator:
         crop_points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
         model_points = ResizeLongestSide(self.model.image_encoder.img_size).apply_coords(crop_points,
                                                                                          crop.shape[:2])
-        sparse = self.decoder.embed_points(torch.as_tensor(model_points, device=self.device))
+        model_points = torch.as_tensor(model_points, device=self.device)
+        sparse = self.decoder.embed_points(model_points)
         image_points = torch.as_tensor(crop_points, device=self.device) + torch.tensor(
             [[x0, y0]], device=self.device)
         parts = []
         for start in range(0, len(crop_points), self.points_per_batch):
             batch = slice(start, start + self.points_per_batch)
-            parts.append(self._process_batch(sparse[batch], image_points[batch], embedding, crop_box,
-                                             image.shape[:2]))
+            parts.append(self._process_batch(sparse[batch], model_points[batch], image_points[batch], embedding,
+                                             crop_box, image.shape[:2]))
         masks = MaskSet.concat(parts, self.device)
         if len(masks):
             masks = masks.take(box_nms(masks.boxes, masks.iou, self.box_nms_thresh))
         return masks
 
-    def _process_batch(self, sparse, points, embedding, crop_box, image_size) -> MaskSet:
+    def _process_batch(self, sparse, model_points, points, embedding, crop_box, image_size) -> MaskSet:
         """Decode one batch of point prompts and keep the masks that pass every per-mask filter."""
         import torch
 
         from dataengine.model.device import autocast
 
         with autocast(self.device):                                # bf16 on CUDA, exact fp32 on the CPU
-            decoded = self.decoder.decode(sparse)
+            decoded = self.decoder.decode(sparse, model_points)
             iou = decoded.iou.float().flatten()                   # point-major, then the 3 masks of a point
             if self.pred_iou_thresh > 0:
                 candidates = torch.nonzero(iou > self.pred_iou_thresh).flatten()

@@ -20,7 +20,7 @@ from dataengine.amg import PRESETS, MaskGenerator, match_records, resolve_settin
 # to the default TINY_CONFIG do not move the score distribution under the tests. `test_default_sam_tiny_...`
 # covers the current default configuration.
 PINNED_TINY = {"img_size": 256, "stride": 8, "embed_dim": 128, "widths": [32, 64, 96, 128], "decoder_depth": 2,
-               "decoder_heads": 4, "decoder_mlp_dim": 512, "iou_head_hidden_dim": 128}
+               "decoder_heads": 4, "decoder_mlp_dim": 512, "iou_head_hidden_dim": 128, "click_sigma": 0.0}
 
 
 def seeded_tiny_model(seed: int = 0, config: dict | None = PINNED_TINY):

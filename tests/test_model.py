@@ -180,3 +180,37 @@ def test_sam_tiny_low_res_masks_are_128px_and_feed_back_as_mask_prompts():
     again, _, _ = predictor.predict(np.array([[60, 45], [10, 10]]), np.array([1, 0]),
                                     mask_input=low_res[:1], multimask_output=False)
     assert again.shape == (1, 90, 120)
+
+
+def test_click_maps_mark_the_clicked_tokens_and_nothing_else():
+    sam = tiny()
+    encoder = sam.prompt_encoder
+    assert encoder.click_sigma > 0
+    coords = torch.tensor([[[100.0, 60.0], [10.0, 200.0]]])           # input frame (256 px), x then y
+    maps = encoder.click_maps(coords, torch.tensor([[1, -1]]))         # the second is padding: draws nothing
+    strength = maps[0].norm(dim=0)
+    assert maps.shape == (1, 128, 32, 32)
+    y, x = divmod(int(strength.argmax()), 32)
+    assert (y, x) == (60 // 8, 100 // 8)
+    assert strength[200 // 8, 10 // 8] < 1e-6 * strength.max()
+    positive = encoder.click_maps(coords[:, :1], torch.tensor([[1]]))
+    negative = encoder.click_maps(coords[:, :1], torch.tensor([[0]]))
+    assert torch.allclose(maps, positive) and not torch.allclose(positive, negative)
+    # the prompt encoder adds them to the dense embedding of point prompts (SamPredictor's path)
+    sparse, dense = encoder(points=(coords[:, :1], torch.tensor([[1]])), boxes=None, masks=None)
+    plain = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(dense)
+    assert torch.allclose(dense - plain, positive, atol=1e-6)
+
+
+def test_checkpoints_from_before_click_maps_still_load(tmp_path):
+    from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
+
+    config = {k: v for k, v in TINY_CONFIG.items() if k != "click_sigma"}
+    torch.manual_seed(4)
+    old = build_sam_tiny({**config, "click_sigma": 0.0})
+    path = save({"model": old.state_dict(), "config": config}, tmp_path / "old.pt")
+    loaded = load_model("sam_tiny", checkpoint=str(path), device="cpu")
+    assert not hasattr(loaded.prompt_encoder, "click_maps") and same_weights(loaded, old)
+    new = tiny(seed=5)
+    raw = save(new.state_dict(), tmp_path / "raw.pt")                 # a raw state dict with click maps
+    assert same_weights(load_model("sam_tiny", checkpoint=str(raw), device="cpu"), new)

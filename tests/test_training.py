@@ -121,6 +121,21 @@ def test_a_snapshot_that_is_not_a_list_of_records_is_refused(tmp_path):
         training.read_snapshot(FileStore(tmp_path), str(tmp_path / "snap.json"))
 
 
+def test_click_maps_draw_the_points_of_a_prompt_and_not_its_box_placeholder():
+    import numpy as np
+
+    sam = _model()
+    scenes = [SyntheticScenes(64)[i] for i in range(2)]
+    for box_probability, rounds, drawn in ((1.0, 1, False), (1.0, 2, True), (0.0, 1, True)):
+        sam.zero_grad(set_to_none=True)
+        settings = _settings(box_probability=box_probability, rounds=rounds)
+        batch = training.collate(scenes, sam, 4, np.random.default_rng(0), "cpu")
+        loss, _ = training.interactive_loss(sam, *batch, settings, [0, 1])
+        loss.backward()
+        grad = sam.prompt_encoder.click_embed.weight.grad
+        assert (grad is not None and float(grad.abs().sum()) > 0) == drawn, (box_probability, rounds)
+
+
 def test_shipped_checkpoint_loads_strictly_and_beats_an_untrained_model():
     from dataengine.model import load_model
     from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny

@@ -82,17 +82,34 @@ class PointDecoder:
         sparse, _ = self.prompt_encoder(points=(points[:, None, :], labels), boxes=None, masks=None)
         return sparse
 
-    def decode(self, sparse) -> DecodedPrompts:
-        """Run the two-way transformer and the IoU head for a batch of (B, 2, C) sparse prompt embeddings."""
+    def click_maps(self, points):
+        """Return (P, N, C) per-prompt additions to the image tokens for (P, 2) points when the prompt encoder
+        draws click maps into the dense embedding (`sam_tiny` with `click_sigma`), else None."""
+        import torch
+
+        if not hasattr(self.prompt_encoder, "click_maps"):
+            return None
+        labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
+        maps = self.prompt_encoder.click_maps(points[:, None, :], labels)     # (P, C, h, w)
+        return maps.flatten(2).permute(0, 2, 1)
+
+    def decode(self, sparse, points=None) -> DecodedPrompts:
+        """Run the two-way transformer and the IoU head for a batch of (B, 2, C) sparse prompt embeddings of
+        the (B, 2) `points` (model input frame; needed only by prompt encoders with click maps)."""
         import torch
 
         shared = self._shared
         if shared is None:
             raise RuntimeError("PointDecoder.set_features must be called before decode")
+        click = None
+        if hasattr(self.prompt_encoder, "click_maps"):
+            if points is None:
+                raise ValueError("this model draws click maps: PointDecoder.decode needs the prompts' points")
+            click = self.click_maps(points).to(shared["keys"].dtype)
         dec = self.decoder
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        queries, keys = self._first_block(tokens)
+        queries, keys = self._first_block(tokens, click)
         key_pe = shared["key_pe"]
         for layer in self.transformer.layers[1:]:
             queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
@@ -103,19 +120,28 @@ class PointDecoder:
         iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:]
         return DecodedPrompts(iou, queries[:, 2:1 + dec.num_mask_tokens, :], keys)
 
-    def _first_block(self, tokens):
-        """The first `TwoWayAttentionBlock` (no PE on its self-attention) with the image side shared."""
+    def _first_block(self, tokens, click=None):
+        """The first `TwoWayAttentionBlock` (no PE on its self-attention) with the image side shared.
+
+        `click` (B, N, C): per-prompt click maps added to the image tokens; the projections are linear, so
+        the shared projections plus the projected click maps (without bias) are exactly the per-prompt ones.
+        """
         block = self.transformer.layers[0]
         shared = self._shared
+        t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+        image_keys, t2i_k, t2i_v, i2t_q = shared["keys"], shared["t2i_k"], shared["t2i_v"], shared["i2t_q"]
+        if click is not None:
+            image_keys = image_keys + click
+            t2i_k = t2i_k + click @ t2i.k_proj.weight.T
+            t2i_v = t2i_v + click @ t2i.v_proj.weight.T
+            i2t_q = i2t_q + click @ i2t.q_proj.weight.T
         queries = block.norm1(block.self_attn(q=tokens, k=tokens, v=tokens))
-        t2i = block.cross_attn_token_to_image
-        attn_out = _attend(t2i, t2i.q_proj(queries + tokens), shared["t2i_k"], shared["t2i_v"])
+        attn_out = _attend(t2i, t2i.q_proj(queries + tokens), t2i_k, t2i_v)
         queries = block.norm2(queries + attn_out)
         queries = block.norm3(queries + block.mlp(queries))
-        i2t = block.cross_attn_image_to_token
         q_tokens = queries + tokens
-        attn_out = _attend(i2t, shared["i2t_q"], i2t.k_proj(q_tokens), i2t.v_proj(queries))
-        keys = block.norm4(shared["keys"] + attn_out)
+        attn_out = _attend(i2t, i2t_q, i2t.k_proj(q_tokens), i2t.v_proj(queries))
+        keys = block.norm4(image_keys + attn_out)
         return queries, keys
 
     def mask_logits(self, decoded: DecodedPrompts, prompt_index, mask_index):

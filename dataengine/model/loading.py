@@ -72,6 +72,17 @@ def load_state_dict_strictly(model, state_dict: dict, source: str = "checkpoint"
     model.load_state_dict(state_dict, strict=True)
 
 
+def checkpoint_config(state_dict: dict, config: dict) -> dict:
+    """Return the `sam_tiny` config to rebuild a checkpoint's architecture: its own config, where checkpoints
+    written before click maps existed (the first shipped v0s: no `click_sigma` key) get none."""
+    if "click_sigma" in config:
+        return dict(config)
+    from dataengine.model.tiny import TINY_CONFIG
+
+    has_maps = "prompt_encoder.click_embed.weight" in state_dict
+    return {**config, "click_sigma": TINY_CONFIG["click_sigma"] if has_maps else 0.0}
+
+
 def load_model(name: str, checkpoint: str | None = None, device=None):
     """Return the `Sam` named `name`, with the weights of `checkpoint` (URI, path or bytes) if given, on `device`
     (default: CUDA when available, else the CPU), in eval mode."""
@@ -83,6 +94,8 @@ def load_model(name: str, checkpoint: str | None = None, device=None):
         state_dict, config = read_checkpoint(checkpoint)
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(ARCHITECTURES)}")
+    if name == "sam_tiny" and state_dict is not None:
+        config = checkpoint_config(state_dict, config)
     model = build_model(name, config if name == "sam_tiny" else None)
     if state_dict is not None:
         source = "(bytes)" if isinstance(checkpoint, (bytes, bytearray)) else checkpoint

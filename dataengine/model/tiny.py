@@ -18,6 +18,7 @@ TINY_CONFIG = {
     "decoder_heads": 4,
     "decoder_mlp_dim": 512,
     "iou_head_hidden_dim": 128,
+    "click_sigma": 1.0,     # > 0: point prompts are also drawn into the dense embedding (ClickMapPromptEncoder)
 }
 
 
@@ -77,6 +78,50 @@ def _encoder_class():
     return TinyConvEncoder
 
 
+def _click_map_encoder_class():
+    import torch
+    from segment_anything.modeling import PromptEncoder
+    from torch import nn
+
+    class ClickMapPromptEncoder(PromptEncoder):
+        """The official prompt encoder, plus click maps: each point prompt also adds its label's learned
+        embedding to the dense embedding, weighted by a Gaussian (std `click_sigma` tokens) around the point, so
+        the decoder sees at the token grid where the clicks are (the sparse tokens carry them only through
+        random Fourier features). Boxes and mask prompts are encoded as in SAM."""
+
+        def __init__(self, *args, click_sigma: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.click_sigma = float(click_sigma)
+            self.click_embed = nn.Embedding(2, self.embed_dim)   # negative, positive
+
+        def click_maps(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            """Return (N, C, h, w): the click maps of points (N, K, 2) in the input frame with labels (N, K);
+            labels other than 0 / 1 (padding, box corners) draw nothing."""
+            h, w = self.image_embedding_size
+            stride_y = self.input_image_size[0] / h
+            stride_x = self.input_image_size[1] / w
+            xs = (torch.arange(w, device=coords.device, dtype=torch.float32) + 0.5) * stride_x
+            ys = (torch.arange(h, device=coords.device, dtype=torch.float32) + 0.5) * stride_y
+            px = coords[..., 0].float() + 0.5     # pixel centres, as SAM's point encoding
+            py = coords[..., 1].float() + 0.5
+            dx = (xs[None, None, :] - px[..., None]) / stride_x            # (N, K, w) in tokens
+            dy = (ys[None, None, :] - py[..., None]) / stride_y            # (N, K, h)
+            inv = -0.5 / self.click_sigma**2
+            weight = torch.exp(inv * dy * dy)[..., :, None] * torch.exp(inv * dx * dx)[..., None, :]   # (N, K, h, w)
+            real = (labels == 0) | (labels == 1)
+            weight = weight * real[..., None, None].to(weight.dtype)
+            embed = self.click_embed(labels.clamp(0, 1).long())            # (N, K, C)
+            return torch.einsum("nkhw,nkc->nchw", weight, embed.to(weight.dtype))
+
+        def forward(self, points, boxes, masks):
+            sparse, dense = super().forward(points, boxes, masks)
+            if points is not None:
+                dense = dense + self.click_maps(*points).to(dense.dtype)
+            return sparse, dense
+
+    return ClickMapPromptEncoder
+
+
 def build_sam_tiny(config: dict | None = None):
     """Return an untrained `segment_anything.modeling.Sam` with the `sam_tiny` configuration."""
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -84,14 +129,15 @@ def build_sam_tiny(config: dict | None = None):
     cfg = {**TINY_CONFIG, **(config or {})}
     embedding_side = cfg["img_size"] // cfg["stride"]
     encoder = _encoder_class()(cfg["img_size"], cfg["stride"], cfg["widths"], cfg["embed_dim"])
+    prompt_args = dict(embed_dim=cfg["embed_dim"], image_embedding_size=(embedding_side, embedding_side),
+                       input_image_size=(cfg["img_size"], cfg["img_size"]), mask_in_chans=16)
+    if cfg["click_sigma"] > 0:
+        prompt_encoder = _click_map_encoder_class()(**prompt_args, click_sigma=cfg["click_sigma"])
+    else:
+        prompt_encoder = PromptEncoder(**prompt_args)
     sam = Sam(
         image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=cfg["embed_dim"],
-            image_embedding_size=(embedding_side, embedding_side),
-            input_image_size=(cfg["img_size"], cfg["img_size"]),
-            mask_in_chans=16,
-        ),
+        prompt_encoder=prompt_encoder,
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=cfg["decoder_depth"], embedding_dim=cfg["embed_dim"],

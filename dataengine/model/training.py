@@ -159,8 +159,9 @@ class WithRehearsal:
     """Map-style dataset: the records of `primary`, plus `share` of rehearsal items (the pretraining data, here
     the bootstrap's synthetic scenes) so that a fine-tuning epoch is (1 - share) new data and `share` replay.
 
-    Replay keeps what the model knew while it adapts to a few hundred human masks: in the demo, fine-tuning v0 on
-    the 20-40 large cells stage 1 collected dropped its gold mIoU@1 from 0.405 to 0.31; with half replay, 0.399.
+    Replay keeps what the model knew while it adapts to a few hundred human masks: in the demo, fine-tuning the
+    second v0 on the 20-40 large cells stage 1 collected dropped its gold mIoU@1 from 0.405 to 0.31; with half
+    replay, 0.399 (docs/benchmarks.md).
     """
 
     def __init__(self, primary, rehearsal, share: float):
@@ -389,6 +390,10 @@ def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSetti
                 dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
             else:
                 dense = sam.prompt_encoder.mask_downscaling(prev_logits)
+            if hasattr(sam.prompt_encoder, "click_maps"):   # sam_tiny with click maps: the points, not the box
+                point_labels = labels.clone()
+                point_labels[uses_box, 0] = -1
+                dense = dense + sam.prompt_encoder.click_maps(coords, point_labels)
             logits, iou_pred = decode(sam, src, image_pe, sparse, dense)
             multimask = (r == 0) & ~uses_box      # a single point: three candidate masks
             cand = torch.where(multimask[:, None, None, None], logits[:, 1:], logits[:, :1].expand(-1, 3, -1, -1))
@@ -410,6 +415,8 @@ def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSetti
         chosen = cand_iou.detach().argmax(1)           # the mask with the highest predicted IoU goes on
         rows = torch.arange(n, device=device)
         iou_by_round.append(float(actual_iou[rows, chosen].mean()))
+        if r == 0:   # diagnostics: how much a better choice among the three first masks would give
+            stats["best_iou_first"] = float(actual_iou.max(1).values.mean())
         if r + 1 < settings.rounds:
             prev_logits = cand[rows, chosen][:, None].detach()
             pred = up[rows, chosen]
@@ -719,7 +726,7 @@ def train_from_snapshot(model_name: str, snapshot_uri: str, out_uri: str, parent
     import os
     import tempfile
 
-    from dataengine.model.loading import build_model, read_checkpoint, load_state_dict_strictly
+    from dataengine.model.loading import build_model, checkpoint_config, load_state_dict_strictly, read_checkpoint
     from dataengine.storage import open_store
 
     store = store or open_store()
@@ -729,6 +736,8 @@ def train_from_snapshot(model_name: str, snapshot_uri: str, out_uri: str, parent
     state_dict = None
     if parent:
         state_dict, config = read_checkpoint(parent)
+        if model_name == "sam_tiny":
+            config = checkpoint_config(state_dict, config)
     sam = build_model(model_name, config if model_name == "sam_tiny" else None)
     if state_dict is not None:
         load_state_dict_strictly(sam, state_dict, f"checkpoint {parent}")
