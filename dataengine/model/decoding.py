@@ -82,13 +82,11 @@ class PointDecoder:
         sparse, _ = self.prompt_encoder(points=(points[:, None, :], labels), boxes=None, masks=None)
         return sparse
 
-    def click_maps(self, points):
-        """Return (P, N, C) per-prompt additions to the image tokens for (P, 2) points when the prompt encoder
-        draws click maps into the dense embedding (`sam_tiny` with `click_sigma`), else None."""
+    def _click_tokens(self, points):
+        """Return (P, N, C) per-prompt additions to the image tokens: the click maps of (P, 2) positive points
+        (prompt encoders that draw them into the dense embedding: `sam_tiny` with `click_sigma`)."""
         import torch
 
-        if not hasattr(self.prompt_encoder, "click_maps"):
-            return None
         labels = torch.ones(points.shape[0], 1, dtype=torch.int, device=points.device)
         maps = self.prompt_encoder.click_maps(points[:, None, :], labels)     # (P, C, h, w)
         return maps.flatten(2).permute(0, 2, 1)
@@ -105,7 +103,7 @@ class PointDecoder:
         if hasattr(self.prompt_encoder, "click_maps"):
             if points is None:
                 raise ValueError("this model draws click maps: PointDecoder.decode needs the prompts' points")
-            click = self.click_maps(points).to(shared["keys"].dtype)
+            click = self._click_tokens(points).to(shared["keys"].dtype)
         dec = self.decoder
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
