@@ -89,7 +89,7 @@ def _click_map_encoder_class():
         the decoder sees at the token grid where the clicks are (the sparse tokens carry them only through
         random Fourier features). Boxes and mask prompts are encoded as in SAM."""
 
-        def __init__(self, *args, click_sigma: float = 1.0, **kwargs):
+        def __init__(self, *args, click_sigma: float, **kwargs):
             super().__init__(*args, **kwargs)
             self.click_sigma = float(click_sigma)
             self.click_embed = nn.Embedding(2, self.embed_dim)   # negative, positive
