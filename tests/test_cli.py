@@ -45,3 +45,13 @@ def test_init_creates_store_catalog_and_airflow_pool(tmp_path, monkeypatch):
     assert '"gpu"' in pools.stdout
     # idempotent: a second init changes nothing and succeeds
     assert cli.main(["init"]) == 0
+
+
+def test_bootstrap_model_fits_the_issue_budget_unless_told_otherwise():
+    from dataengine.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["bootstrap-model", "--out", "/tmp/v0.pt"])
+    assert args.time_budget_minutes == 60.0                   # within an hour on this machine by default
+    fixed = parser.parse_args(["bootstrap-model", "--out", "/tmp/v0.pt", "--time-budget-minutes", "0"])
+    assert fixed.time_budget_minutes == 0.0                   # the shipped v0's fixed recipe

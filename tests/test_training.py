@@ -152,3 +152,39 @@ def test_shipped_checkpoint_loads_strictly_and_beats_an_untrained_model():
     trained_iou = training.heldout_loss(shipped, scenes, settings, "cpu")["heldout_iou_by_round"]
     untrained_iou = training.heldout_loss(untrained, scenes, settings, "cpu")["heldout_iou_by_round"]
     assert trained_iou[0] > untrained_iou[0] + 0.1 and trained_iou[1] > trained_iou[0]
+
+
+def test_a_time_budget_is_split_into_steps_that_fit_it():
+    steps, first_only = training.plan_steps(3600, 1.4, 4.0, 0.2)
+    assert first_only == round(steps * 0.2)
+    spent = first_only * 1.4 + (steps - first_only) * 4.0
+    assert spent <= 3600 * (1 - training.BUDGET_MARGIN) < spent + 4.0      # as many steps as fit, no more
+    faster, _ = training.plan_steps(3600, 0.7, 2.0, 0.2)
+    assert faster == pytest.approx(2 * steps, abs=2)                        # twice as fast: twice the steps
+    with pytest.raises(ValueError, match="fits no step"):
+        training.plan_steps(1.0, 1.0, 2.0, 0.2)
+
+
+def test_bootstrap_within_a_time_budget_measures_plans_and_resumes_with_its_plan(tmp_path):
+    """`dataengine bootstrap-model --time-budget-minutes`: the step times are measured on this machine, the run
+    takes the steps that fit, and a resumed run keeps that plan instead of measuring again."""
+    phase = _settings(steps=40, first_click_only_steps=10, rounds=3, checkpoint_every=2, heldout_images=2)
+    out, state = tmp_path / "v0.pt", str(tmp_path / "v0.state")
+    lines = []
+    first = training.bootstrap(str(out), state, log=lines.append, time_budget_s=4.0, time_limit_s=0.01,
+                               config=SMALL, phases=[phase])
+    plan = json.loads((tmp_path / "v0.state.plan.json").read_text())
+    assert first["training"]["time_budget"] == plan and not first["training"]["complete"]
+    expected = training.plan_steps(4.0, plan["first_step_s"], plan["full_step_s"], 10 / 40)
+    assert (plan["steps"], plan["first_click_only_steps"]) == expected and plan["recipe_steps"] == 40
+    assert first["training"]["phases"][0]["steps_done"] < plan["steps"]      # stopped by the time limit
+    lines.clear()
+    second = training.bootstrap(str(out), state, log=lines.append, time_budget_s=4.0, config=SMALL,
+                                phases=[phase])
+    assert any("resuming the planned" in line for line in lines)
+    assert not any(line.startswith("time budget 0.1 min") for line in lines)   # not measured again
+    assert second["training"]["complete"] and second["training"]["time_budget"] == plan
+    assert second["training"]["phases"][0]["steps_done"] == plan["steps"]
+    from dataengine.model import load_model
+
+    assert load_model("sam_tiny", checkpoint=str(out), device="cpu").image_encoder.img_size == 64

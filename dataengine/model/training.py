@@ -589,7 +589,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
 
 
 __all__ = ["TrainSettings", "Sample", "SyntheticScenes", "StoreRecords", "WithRehearsal", "split_heldout", "to_frame",
-           "decode", "interactive_loss", "heldout_loss", "train", "collate"]
+           "decode", "interactive_loss", "heldout_loss", "train", "collate", "measure_step_seconds", "plan_steps"]
 
 
 # --- checkpoints, cards, and the two entry points (train from a snapshot, bootstrap) -------------------------
@@ -652,12 +652,104 @@ def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
     return SYNTH_TRAIN_SEED_BASE + phase * 100_000_000
 
 
-def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None, time_limit_s: float = 0.0) -> dict:
+def measure_step_seconds(settings: TrainSettings, config: dict, repeats: int = 2) -> tuple[float, float]:
+    """Return (seconds of a first-prompt-only step, seconds of a step with all `settings.rounds` rounds) of
+    `settings` on this machine: a fresh model and its optimizer, one fixed batch of training scenes, a warm-up
+    step then `repeats` timed steps of each kind (forward, backward, optimizer step), on `settings.threads`."""
+    import numpy as np
+    import torch
+
+    from dataengine.model.device import autocast, select_device
+    from dataengine.model.tiny import build_sam_tiny
+
+    device = select_device(None)
+    torch.set_num_threads(settings.threads)
+    sam = build_sam_tiny(config).to(device)
+    sam.train()
+    optimizer = torch.optim.AdamW(sam.parameters(), lr=settings.lr)
+    scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
+    batch = collate([scenes[i] for i in range(settings.images_per_step)], sam, settings.masks_per_image,
+                    np.random.default_rng(0), device)
+    seconds = []
+    for rounds in (1, settings.rounds):
+        step_settings = replace(settings, rounds=rounds)
+        times = []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            with autocast(device):
+                loss, _ = interactive_loss(sam, *batch, step_settings, [settings.seed, i, 2])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - t0)
+        seconds.append(float(np.median(times[1:])))
+    return seconds[0], seconds[1]
+
+
+BUDGET_MARGIN = 0.1   # share of a time budget kept free for the data worker's competition and the final writes
+
+
+def plan_steps(budget_s: float, first_step_s: float, full_step_s: float, first_share: float,
+               margin: float = BUDGET_MARGIN) -> tuple[int, int]:
+    """Return (steps, first_click_only_steps) that fit `budget_s` seconds: `first_share` of the steps are
+    first-prompt-only steps of `first_step_s`, the rest full steps of `full_step_s`; `margin` of the budget
+    is kept free."""
+    if budget_s <= 0 or first_step_s <= 0 or full_step_s <= 0:
+        raise ValueError(f"time budget {budget_s} s and step times {first_step_s} / {full_step_s} s must be > 0")
+    usable = budget_s * (1 - margin)
+    per_step = first_share * first_step_s + (1 - first_share) * full_step_s
+    steps = int(usable / per_step) + 1
+
+    def seconds(n):
+        first = int(round(n * first_share))
+        return first * first_step_s + (n - first) * full_step_s
+
+    while steps > 0 and seconds(steps) > usable:   # the rounded split must fit too
+        steps -= 1
+    if steps < 1:
+        raise ValueError(f"a time budget of {budget_s:.0f} s fits no step of about {per_step:.2f} s: "
+                         f"give at least {per_step / (1 - margin):.0f} s")
+    return steps, int(round(steps * first_share))
+
+
+def _budgeted(settings: TrainSettings, config: dict, budget_s: float, plan_path: str, log) -> dict:
+    """Return the time-budget plan of a bootstrap phase: read from `plan_path` when a run already planned it
+    (a resumed run keeps its schedule), else measured now and written there."""
+    import os
+
+    if os.path.exists(plan_path):
+        with open(plan_path) as fh:
+            plan = json.load(fh)
+        log(f"time budget: resuming the planned {plan['steps']} steps ({plan_path})")
+        return plan
+    first_s, full_s = measure_step_seconds(settings, config)
+    share = settings.first_click_only_steps / settings.steps
+    steps, first_only = plan_steps(budget_s, first_s, full_s, share)
+    plan = {"budget_s": budget_s, "first_step_s": round(first_s, 3), "full_step_s": round(full_s, 3),
+            "margin": BUDGET_MARGIN, "steps": steps, "first_click_only_steps": first_only,
+            "recipe_steps": settings.steps}
+    log(f"time budget {budget_s / 60:.1f} min: steps take {first_s:.2f} s (first prompt) and {full_s:.2f} s "
+        f"({settings.rounds} rounds) here, so {steps} steps ({first_only} first-prompt only) instead of "
+        f"{settings.steps}")
+    tmp = plan_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(plan, fh)
+    os.replace(tmp, plan_path)
+    return plan
+
+
+def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None, time_limit_s: float = 0.0,
+              time_budget_s: float = 0.0, config: dict | None = None, phases: list[TrainSettings] | None = None
+              ) -> dict:
     """Train `sam_tiny` v0 from scratch on synthetic scenes, phase after phase (each resumable from its state file:
     `state_path`, then `state_path.phase2`, ...); write it to `out_uri` with its card; return the card.
 
     `steps` overrides the steps of every phase (a shorter, different model); `time_limit_s` stops a phase after
-    that many seconds of this process (run again to continue).
+    that many seconds of this process (run again to continue). `time_budget_s` fits a one-phase recipe to a
+    wall-clock budget on this machine: its step times are measured first and the run takes as many steps as fit
+    (same share of first-prompt-only steps, cosine schedule over them); the plan is kept beside the state
+    (`<state>.plan.json`) so a resumed run keeps it. `config` and `phases` replace `TINY_CONFIG` and
+    `BOOTSTRAP_PHASES` (a smaller model or recipe).
     """
     import platform
 
@@ -665,16 +757,23 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
 
     from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
 
-    phases = bootstrap_settings()
-    config = dict(TINY_CONFIG)
+    phases = [replace(p) for p in phases] if phases else bootstrap_settings()
+    config = {**TINY_CONFIG, **(config or {})}
     sam = build_sam_tiny(config)
     heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
     heldout = [heldout_scenes[i] for i in range(phases[-1].heldout_images)]
     results = []
+    plan = None
+    if time_budget_s:
+        if len(phases) != 1 or steps is not None:
+            raise ValueError("a time budget plans a one-phase recipe and replaces `steps`: give one or the other")
+        plan = _budgeted(phases[0], config, time_budget_s, f"{state_path}.plan.json", log)
     for i, settings in enumerate(phases):
         if steps is not None:
             settings.steps = steps
             settings.first_click_only_steps = min(settings.first_click_only_steps, steps // 4)
+        if plan is not None:
+            settings.steps, settings.first_click_only_steps = plan["steps"], plan["first_click_only_steps"]
         settings.time_limit_s = time_limit_s
         phase_state = state_path if i == 0 else f"{state_path}.phase{i + 1}"
         data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings))
@@ -696,6 +795,7 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
                                  "seconds_this_process": r["seconds"], "history_tail": r["history"][-3:]}
                                 for s, r in zip(phases, results)],
                      "complete": len(results) == len(phases) and final["steps_done"] >= phases[-1].steps,
+                     "time_budget": plan,
                      "torch": torch.__version__, "machine": platform.machine()},
         "metrics": {k: v for k, v in final.items() if k.startswith("heldout")},
     }
