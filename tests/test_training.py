@@ -161,6 +161,7 @@ def test_a_time_budget_is_split_into_steps_that_fit_it():
     assert spent <= 3600 * (1 - training.BUDGET_MARGIN) < spent + 4.0      # as many steps as fit, no more
     faster, _ = training.plan_steps(3600, 0.7, 2.0, 0.2)
     assert faster == pytest.approx(2 * steps, abs=2)                        # twice as fast: twice the steps
+    assert training.plan_steps(3600, 0.7, 2.0, 0.2, max_steps=1800) == (1800, 360)   # a budget only shortens
     with pytest.raises(ValueError, match="fits no step"):
         training.plan_steps(1.0, 1.0, 2.0, 0.2)
 
@@ -171,18 +172,19 @@ def test_bootstrap_within_a_time_budget_measures_plans_and_resumes_with_its_plan
     phase = _settings(steps=40, first_click_only_steps=10, rounds=3, checkpoint_every=2, heldout_images=2)
     out, state = tmp_path / "v0.pt", str(tmp_path / "v0.state")
     lines = []
-    first = training.bootstrap(str(out), state, log=lines.append, time_budget_s=4.0, time_limit_s=0.01,
+    first = training.bootstrap(str(out), state, log=lines.append, time_budget_s=10.0, time_limit_s=0.01,
                                config=SMALL, phases=[phase])
     plan = json.loads((tmp_path / "v0.state.plan.json").read_text())
     assert first["training"]["time_budget"] == plan and not first["training"]["complete"]
-    expected = training.plan_steps(4.0, plan["first_step_s"], plan["full_step_s"], 10 / 40)
+    expected = training.plan_steps(10.0 - plan["measuring_s"], plan["first_step_s"], plan["full_step_s"], 10 / 40,
+                                   max_steps=40)
     assert (plan["steps"], plan["first_click_only_steps"]) == expected and plan["recipe_steps"] == 40
     assert first["training"]["phases"][0]["steps_done"] < plan["steps"]      # stopped by the time limit
     lines.clear()
-    second = training.bootstrap(str(out), state, log=lines.append, time_budget_s=4.0, config=SMALL,
+    second = training.bootstrap(str(out), state, log=lines.append, time_budget_s=10.0, config=SMALL,
                                 phases=[phase])
     assert any("resuming the planned" in line for line in lines)
-    assert not any(line.startswith("time budget 0.1 min") for line in lines)   # not measured again
+    assert not any(line.startswith("time budget 0.2 min") for line in lines)   # not measured again
     assert second["training"]["complete"] and second["training"]["time_budget"] == plan
     assert second["training"]["phases"][0]["steps_done"] == plan["steps"]
     from dataengine.model import load_model

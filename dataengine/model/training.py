@@ -654,8 +654,9 @@ def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
 
 def measure_step_seconds(settings: TrainSettings, config: dict, repeats: int = 2) -> tuple[float, float]:
     """Return (seconds of a first-prompt-only step, seconds of a step with all `settings.rounds` rounds) of
-    `settings` on this machine: a fresh model and its optimizer, one fixed batch of training scenes, a warm-up
-    step then `repeats` timed steps of each kind (forward, backward, optimizer step), on `settings.threads`."""
+    `settings` on this machine: a fresh model and its optimizer (thrown away afterwards), one fixed batch of
+    held-out scenes, a warm-up step then `repeats` timed steps of each kind (forward, backward, optimizer step),
+    on `settings.threads`."""
     import numpy as np
     import torch
 
@@ -690,10 +691,10 @@ BUDGET_MARGIN = 0.1   # share of a time budget kept free for the data worker's c
 
 
 def plan_steps(budget_s: float, first_step_s: float, full_step_s: float, first_share: float,
-               margin: float = BUDGET_MARGIN) -> tuple[int, int]:
+               max_steps: int | None = None, margin: float = BUDGET_MARGIN) -> tuple[int, int]:
     """Return (steps, first_click_only_steps) that fit `budget_s` seconds: `first_share` of the steps are
     first-prompt-only steps of `first_step_s`, the rest full steps of `full_step_s`; `margin` of the budget
-    is kept free."""
+    is kept free. A budget only shortens a recipe: at most `max_steps` (its own steps)."""
     if budget_s <= 0 or first_step_s <= 0 or full_step_s <= 0:
         raise ValueError(f"time budget {budget_s} s and step times {first_step_s} / {full_step_s} s must be > 0")
     usable = budget_s * (1 - margin)
@@ -706,6 +707,8 @@ def plan_steps(budget_s: float, first_step_s: float, full_step_s: float, first_s
 
     while steps > 0 and seconds(steps) > usable:   # the rounded split must fit too
         steps -= 1
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     if steps < 1:
         raise ValueError(f"a time budget of {budget_s:.0f} s fits no step of about {per_step:.2f} s: "
                          f"give at least {per_step / (1 - margin):.0f} s")
@@ -722,14 +725,16 @@ def _budgeted(settings: TrainSettings, config: dict, budget_s: float, plan_path:
             plan = json.load(fh)
         log(f"time budget: resuming the planned {plan['steps']} steps ({plan_path})")
         return plan
+    started = time.time()
     first_s, full_s = measure_step_seconds(settings, config)
     share = settings.first_click_only_steps / settings.steps
-    steps, first_only = plan_steps(budget_s, first_s, full_s, share)
-    plan = {"budget_s": budget_s, "first_step_s": round(first_s, 3), "full_step_s": round(full_s, 3),
+    spent = time.time() - started   # the measuring counts against the budget too
+    steps, first_only = plan_steps(budget_s - spent, first_s, full_s, share, max_steps=settings.steps)
+    plan = {"budget_s": budget_s, "measuring_s": spent, "first_step_s": first_s, "full_step_s": full_s,
             "margin": BUDGET_MARGIN, "steps": steps, "first_click_only_steps": first_only,
             "recipe_steps": settings.steps}
     log(f"time budget {budget_s / 60:.1f} min: steps take {first_s:.2f} s (first prompt) and {full_s:.2f} s "
-        f"({settings.rounds} rounds) here, so {steps} steps ({first_only} first-prompt only) instead of "
+        f"({settings.rounds} rounds) here, so {steps} steps ({first_only} first-prompt only) of the recipe's "
         f"{settings.steps}")
     tmp = plan_path + ".tmp"
     with open(tmp, "w") as fh:
