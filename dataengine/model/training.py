@@ -541,7 +541,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         collate_fn=_as_is,
         prefetch_factor=2 if settings.num_workers else None, persistent_workers=False)
     t0, window = time.time(), []
-    step = start
+    step = done = start
     for step, samples in zip(range(start, settings.steps), loader):
         rng = np.random.default_rng([settings.seed, step])
         for group in optimizer.param_groups:
@@ -579,7 +579,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
     else:
         if start < settings.steps:
             save(settings.steps)
-    reached = max([start] + [h["step"] for h in history if "loss" in h])
+    reached = done   # the steps actually taken (a time limit can stop between two logged windows)
     result = {"steps": settings.steps, "steps_done": reached, "seconds": round(time.time() - t0, 1),
               "history": history}
     if heldout:
