@@ -495,6 +495,23 @@ def _lr_at(step: int, settings: TrainSettings) -> float:
     return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimisation_step(sam, optimizer, batch, settings: TrainSettings, step_seed, device):
+    """Run one training step on a collated `batch` (loss under autocast, backward, gradient clipping, optimizer
+    step); return (loss, stats) of `interactive_loss`."""
+    import torch
+
+    from dataengine.model.device import autocast
+
+    with autocast(device):
+        loss, stats = interactive_loss(sam, *batch, settings, step_seed)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if settings.clip_grad:
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), settings.clip_grad)
+    optimizer.step()
+    return loss, stats
+
+
 def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, device=None, log=print,
           on_checkpoint=None):
     """Train `sam` in place on `dataset` (map-style, items are `Sample`s); return the final stats dict.
@@ -507,7 +524,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
     import numpy as np
     import torch
 
-    from dataengine.model.device import autocast, select_device
+    from dataengine.model.device import select_device
 
     device = select_device(device)
     torch.set_num_threads(settings.threads)
@@ -548,13 +565,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
             group["lr"] = _lr_at(step, settings)
         batch = collate(samples, sam, settings.masks_per_image, rng, device)
         step_settings = settings if step >= settings.first_click_only_steps else replace(settings, rounds=1)
-        with autocast(device):
-            loss, stats = interactive_loss(sam, *batch, step_settings, [settings.seed, step, 1])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.clip_grad:
-            torch.nn.utils.clip_grad_norm_(sam.parameters(), settings.clip_grad)
-        optimizer.step()
+        loss, stats = optimisation_step(sam, optimizer, batch, step_settings, [settings.seed, step, 1], device)
         window.append((float(loss.detach()), stats["iou_by_round"][0], stats["iou_by_round"][-1]))
         done = step + 1
         if done % 10 == 0 or done == settings.steps:
@@ -579,8 +590,8 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
     else:
         if start < settings.steps:
             save(settings.steps)
-    reached = done   # the steps actually taken (a time limit can stop between two logged windows)
-    result = {"steps": settings.steps, "steps_done": reached, "seconds": round(time.time() - t0, 1),
+    # steps_done: the steps actually taken (a time limit can stop between two logged windows)
+    result = {"steps": settings.steps, "steps_done": done, "seconds": round(time.time() - t0, 1),
               "history": history}
     if heldout:
         result.update(heldout_loss(sam, heldout, settings, device))
@@ -589,7 +600,8 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
 
 
 __all__ = ["TrainSettings", "Sample", "SyntheticScenes", "StoreRecords", "WithRehearsal", "split_heldout", "to_frame",
-           "decode", "interactive_loss", "heldout_loss", "train", "collate", "measure_step_seconds", "plan_steps"]
+           "decode", "interactive_loss", "heldout_loss", "optimisation_step", "train", "collate",
+           "measure_step_seconds", "plan_steps"]
 
 
 # --- checkpoints, cards, and the two entry points (train from a snapshot, bootstrap) -------------------------
@@ -655,12 +667,12 @@ def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
 def measure_step_seconds(settings: TrainSettings, config: dict, repeats: int = 2) -> tuple[float, float]:
     """Return (seconds of a first-prompt-only step, seconds of a step with all `settings.rounds` rounds) of
     `settings` on this machine: a fresh model and its optimizer (thrown away afterwards), one fixed batch of
-    held-out scenes, a warm-up step then `repeats` timed steps of each kind (forward, backward, optimizer step),
-    on `settings.threads`."""
+    held-out scenes, a warm-up step then `repeats` timed `optimisation_step`s of each kind, on
+    `settings.threads`."""
     import numpy as np
     import torch
 
-    from dataengine.model.device import autocast, select_device
+    from dataengine.model.device import select_device
     from dataengine.model.tiny import build_sam_tiny
 
     device = select_device(None)
@@ -677,11 +689,7 @@ def measure_step_seconds(settings: TrainSettings, config: dict, repeats: int = 2
         times = []
         for i in range(repeats + 1):
             t0 = time.perf_counter()
-            with autocast(device):
-                loss, _ = interactive_loss(sam, *batch, step_settings, [settings.seed, i, 2])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimisation_step(sam, optimizer, batch, step_settings, [settings.seed, i, 2], device)
             times.append(time.perf_counter() - t0)
         seconds.append(float(np.median(times[1:])))
     return seconds[0], seconds[1]
@@ -701,18 +709,17 @@ def plan_steps(budget_s: float, first_step_s: float, full_step_s: float, first_s
     per_step = first_share * first_step_s + (1 - first_share) * full_step_s
     steps = int(usable / per_step) + 1
 
-    def seconds(n):
-        first = int(round(n * first_share))
-        return first * first_step_s + (n - first) * full_step_s
+    def first_only(n):
+        return int(round(n * first_share))
 
-    while steps > 0 and seconds(steps) > usable:   # the rounded split must fit too
-        steps -= 1
+    while steps > 0 and first_only(steps) * first_step_s + (steps - first_only(steps)) * full_step_s > usable:
+        steps -= 1   # the rounded split must fit too
     if max_steps is not None:
         steps = min(steps, max_steps)
     if steps < 1:
         raise ValueError(f"a time budget of {budget_s:.0f} s fits no step of about {per_step:.2f} s: "
                          f"give at least {per_step / (1 - margin):.0f} s")
-    return steps, int(round(steps * first_share))
+    return steps, first_only(steps)
 
 
 def _budgeted(settings: TrainSettings, config: dict, budget_s: float, plan_path: str, log) -> dict:
@@ -773,12 +780,11 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
         if len(phases) != 1 or steps is not None:
             raise ValueError("a time budget plans a one-phase recipe and replaces `steps`: give one or the other")
         plan = _budgeted(phases[0], config, time_budget_s, f"{state_path}.plan.json", log)
+        phases[0].steps, phases[0].first_click_only_steps = plan["steps"], plan["first_click_only_steps"]
     for i, settings in enumerate(phases):
         if steps is not None:
             settings.steps = steps
             settings.first_click_only_steps = min(settings.first_click_only_steps, steps // 4)
-        if plan is not None:
-            settings.steps, settings.first_click_only_steps = plan["steps"], plan["first_click_only_steps"]
         settings.time_limit_s = time_limit_s
         phase_state = state_path if i == 0 else f"{state_path}.phase{i + 1}"
         data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings))
