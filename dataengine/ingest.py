@@ -149,7 +149,7 @@ def iter_source_files(source_uri: str, store: ObjectStore | None = None) -> Iter
 
 
 def _iter_s3(source_uri: str, store: ObjectStore | None) -> Iterator[SourceFile]:
-    from dataengine.s3store import S3Store
+    from dataengine.storage.s3 import S3Store
 
     def store_at(uri: str):
         return store.at(uri) if isinstance(store, S3Store) else open_store(uri)

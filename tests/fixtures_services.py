@@ -102,7 +102,7 @@ class WeedServer:
 
     def store(self, bucket: str = S3_BUCKET, prefix: str = "", **options):
         """Return an `S3Store` on this server (bucket created if missing)."""
-        from dataengine.s3store import S3Store
+        from dataengine.storage.s3 import S3Store
 
         store = S3Store(bucket, prefix, endpoint=self.endpoint, access_key=self.access_key,
                         secret_key=self.secret_key, secure=False, **options)

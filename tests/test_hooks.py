@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from dataengine.s3store import S3Store
+from dataengine.storage.s3 import S3Store
 from dataengine.storage import FileStore
 from tests.fixtures_services import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dataengine.s3store import MIN_PART_SIZE, S3Store
+from dataengine.storage.s3 import MIN_PART_SIZE, S3Store
 from dataengine.storage import FileStore, NotFound, StoreError, open_store
 
 from tests.fixtures_services import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, free_ports

@@ -25,7 +25,7 @@ from minio import Minio
 from minio.commonconfig import ComposeSource, CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from dataengine.storage import NotFound, ObjectStore, StoreError, _check_key
+from dataengine.storage.interface import NotFound, ObjectStore, StoreError, check_key
 
 T = TypeVar("T")
 
@@ -161,7 +161,7 @@ class S3Store(ObjectStore):
 
     # helpers --------------------------------------------------------------------------------------
     def _name(self, key: str) -> str:
-        key = _check_key(key)
+        key = check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _retry(self, action: str, uri: str, operation: Callable[[], T], attempts: int | None = None) -> T:
