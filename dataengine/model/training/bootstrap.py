@@ -1,0 +1,96 @@
+"""The bootstrap recipe: training `sam_tiny` v0 from scratch on synthetic scenes, phase after phase."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from dataengine.model.training.budget import _budgeted
+from dataengine.model.training.checkpoints import write_checkpoint
+from dataengine.model.training.data import SyntheticScenes
+from dataengine.model.training.loop import train
+from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNTH_TRAIN_SEED_BASE, TrainSettings
+
+# The shipped v0 run (docs/model.md): 54 minutes on this project's 2-core machine (2 torch threads plus one data
+# worker): 400 first-prompt-only steps (0.9 s each) while the model learns to localise a click, then 1400 steps of
+# 6 rounds (1.8-2.1 s each). A single phase; the list form lets a later run add a warm restart.
+BOOTSTRAP_PHASES: list[dict] = [
+    {"steps": 1800, "images_per_step": 2, "masks_per_image": 12, "rounds": 6, "grad_rounds": "first_last_random",
+     "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
+     "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
+     "checkpoint_every": 100, "heldout_every": 0, "heldout_images": 16, "num_workers": 1, "threads": 2,
+     "time_limit_s": 0.0, "first_click_only_steps": 400, "lr_horizons": []},
+]
+BOOTSTRAP = BOOTSTRAP_PHASES[0]
+
+
+def bootstrap_settings() -> list[TrainSettings]:
+    """Return the settings of the phases of the shipped `sam_tiny` v0 run (see docs/model.md)."""
+    return [TrainSettings(**phase) for phase in BOOTSTRAP_PHASES]
+
+
+def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
+    """Return the first synthetic seed of a phase's training scenes (phases never share scenes)."""
+    return SYNTH_TRAIN_SEED_BASE + phase * 100_000_000
+
+
+def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None, time_limit_s: float = 0.0,
+              time_budget_s: float = 0.0, config: dict | None = None, phases: list[TrainSettings] | None = None
+              ) -> dict:
+    """Train `sam_tiny` v0 from scratch on synthetic scenes, phase after phase (each resumable from its state file:
+    `state_path`, then `state_path.phase2`, ...); write it to `out_uri` with its card; return the card.
+
+    `steps` overrides the steps of every phase (a shorter, different model); `time_limit_s` stops a phase after
+    that many seconds of this process (run again to continue). `time_budget_s` fits a one-phase recipe to a
+    wall-clock budget on this machine: its step times are measured first and the run takes as many steps as fit
+    (same share of first-prompt-only steps, cosine schedule over them); the plan is kept beside the state
+    (`<state>.plan.json`) so a resumed run keeps it. `config` and `phases` replace `TINY_CONFIG` and
+    `BOOTSTRAP_PHASES` (a smaller model or recipe).
+    """
+    import platform
+
+    import torch
+
+    from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
+
+    phases = [replace(p) for p in phases] if phases else bootstrap_settings()
+    config = {**TINY_CONFIG, **(config or {})}
+    sam = build_sam_tiny(config)
+    heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
+    heldout = [heldout_scenes[i] for i in range(phases[-1].heldout_images)]
+    results = []
+    plan = None
+    if time_budget_s:
+        if len(phases) != 1 or steps is not None:
+            raise ValueError("a time budget plans a one-phase recipe and replaces `steps`: give one or the other")
+        plan = _budgeted(phases[0], config, time_budget_s, f"{state_path}.plan.json", log)
+        phases[0].steps, phases[0].first_click_only_steps = plan["steps"], plan["first_click_only_steps"]
+    for i, settings in enumerate(phases):
+        if steps is not None:
+            settings.steps = steps
+            settings.first_click_only_steps = min(settings.first_click_only_steps, steps // 4)
+        settings.time_limit_s = time_limit_s
+        phase_state = state_path if i == 0 else f"{state_path}.phase{i + 1}"
+        data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings))
+        last = i == len(phases) - 1
+        log(f"phase {i + 1}/{len(phases)}: {settings.steps} steps, state {phase_state}")
+        result = train(sam, data, settings, phase_state, heldout=heldout if last else None, log=log)
+        results.append(result)
+        if result["steps_done"] < settings.steps:
+            log(f"phase {i + 1} stopped at step {result['steps_done']}/{settings.steps}: run again to continue")
+            break
+    final = results[-1]
+    card = {
+        "name": "sam_tiny", "version": "v0", "parent": None,
+        "data": {"kind": "synthetic", "train_seeds": [f"{_phase_seed_base(i, s)} + step * images_per_step + i"
+                                                      for i, s in enumerate(phases)],
+                 "heldout_seeds": f"{BOOTSTRAP_HELDOUT_SEED_BASE} .. +{len(heldout) - 1}"},
+        "config": config, "settings": [asdict(s) for s in phases],
+        "training": {"phases": [{"steps": s.steps, "steps_done": r["steps_done"],
+                                 "seconds_this_process": r["seconds"], "history_tail": r["history"][-3:]}
+                                for s, r in zip(phases, results)],
+                     "complete": len(results) == len(phases) and final["steps_done"] >= phases[-1].steps,
+                     "time_budget": plan,
+                     "torch": torch.__version__, "machine": platform.machine()},
+        "metrics": {k: v for k, v in final.items() if k.startswith("heldout")},
+    }
+    write_checkpoint(out_uri, sam, config, card)
+    return card

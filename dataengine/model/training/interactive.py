@@ -1,0 +1,140 @@
+"""The simulated interactive session of a training step (paper App. A) and the held-out loss.
+
+One training step:
+1. encode `images_per_step` images once (the expensive part);
+2. pick up to `masks_per_image` gold masks per image; each starts from a point (the centre click of the
+   protocol or a uniform point inside the mask) or, with `box_probability`, a noisy box (the gold box with
+   noise of std 10% of its side, capped at 20 px, scaled to the model frame);
+3. run `rounds` decoder passes: after each, a new click is added at the error region (uniformly sampled as in
+   the paper, or the protocol's centre click) and the previous low-res logits (of the mask with the highest
+   predicted IoU) are fed back as the mask prompt;
+4. the loss of a round is the mask loss of the lowest-loss of the three masks (first round, single point)
+   or of the single mask (later rounds, boxes), plus the MSE between predicted and actual IoUs.
+   Rounds listed by `grad_rounds` get gradients; the others run without them (cheaper; their logits still
+   feed the next round), which is how a CPU can afford many rounds.
+"""
+from __future__ import annotations
+
+from dataengine.model.training.data import collate
+from dataengine.model.training.losses import _mask_losses
+from dataengine.model.training.prompts import _embed_prompts, _error_clicks, _noisy_boxes
+from dataengine.model.training.settings import IOU_WEIGHT, TrainSettings
+
+
+def decode(sam, src, image_pe, sparse, dense):
+    """Run the official MaskDecoder's computation on per-prompt image embeddings.
+
+    `src` (N, C, h, w) is each prompt's image embedding (already expanded per prompt, so prompts of several
+    images decode in one call), `sparse` (N, T, C), `dense` (N, C, h, w). Returns all four mask logits
+    (N, 4, 4h, 4w) and predicted IoUs (N, 4): index 0 is the single-mask output, 1..3 the multimask ones.
+    """
+    import torch
+
+    d = sam.mask_decoder
+    output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    n, c, h, w = src.shape
+    hs, keys = d.transformer(src + dense, image_pe.expand(n, -1, -1, -1), tokens)
+    upscaled = d.output_upscaling(keys.transpose(1, 2).reshape(n, c, h, w))
+    hyper = torch.stack([d.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(d.num_mask_tokens)], 1)
+    _, uc, uh, uw = upscaled.shape
+    logits = (hyper @ upscaled.reshape(n, uc, uh * uw)).reshape(n, -1, uh, uw)
+    return logits, d.iou_prediction_head(hs[:, 0, :])
+
+
+def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSettings, step_seed, train=True):
+    """Return (loss tensor, stats dict) of one simulated interactive session for a batch.
+
+    `images` (B, 3, S, S) preprocessed pixels, `gold` (N, S, S) bool, `image_index` (N,) long (image of each
+    mask), `valid` (B, S, S) bool (pixels inside the image, not padding).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(step_seed)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    device = images.device
+    n, s = gold.shape[0], gold.shape[-1]
+    embeddings = sam.image_encoder(images)
+    src = embeddings[image_index]
+    image_pe = sam.prompt_encoder.get_dense_pe()
+    low = sam.prompt_encoder.mask_input_size[0]   # low-res mask side (SAM: 4x the embedding side)
+    gold_f = gold[:, None].float()
+    target = F.adaptive_avg_pool2d(gold_f, low)
+    valid_n = valid[image_index]
+
+    uses_box = torch.from_numpy(rng.random(n) < settings.box_probability).to(device)
+    centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
+    first = _error_clicks(torch.zeros_like(gold), gold, valid_n, centre, gen)
+    coords, labels = first[0][:, None].float(), first[1][:, None]
+    boxes = _noisy_boxes(gold, gen)
+    grad_rounds = settings.rounds_with_grad(rng) if train else set(range(settings.rounds))
+    prev_logits = None
+    total = torch.zeros((), device=device)
+    stats = {"mask_loss": 0.0, "iou_loss": 0.0}
+    iou_by_round = []
+    for r in range(settings.rounds):
+        with torch.set_grad_enabled(train and r in grad_rounds and torch.is_grad_enabled()):
+            sparse = _embed_prompts(sam, coords, labels, boxes, uses_box)
+            if prev_logits is None:
+                dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
+            else:
+                dense = sam.prompt_encoder.mask_downscaling(prev_logits)
+            if hasattr(sam.prompt_encoder, "click_maps"):   # sam_tiny with click maps: the points, not the box
+                point_labels = labels.clone()
+                point_labels[uses_box, 0] = -1
+                dense = dense + sam.prompt_encoder.click_maps(coords, point_labels)
+            logits, iou_pred = decode(sam, src, image_pe, sparse, dense)
+            multimask = (r == 0) & ~uses_box      # a single point: three candidate masks
+            cand = torch.where(multimask[:, None, None, None], logits[:, 1:], logits[:, :1].expand(-1, 3, -1, -1))
+            cand_iou = torch.where(multimask[:, None], iou_pred[:, 1:], iou_pred[:, :1].expand(-1, 3))
+            with torch.no_grad():
+                up = F.interpolate(cand, size=(s, s), mode="bilinear", align_corners=False) > 0
+                inter = (up & gold[:, None]).flatten(2).sum(-1, dtype=torch.int32).float()   # int32: 2x faster
+                union = (up | gold[:, None]).flatten(2).sum(-1, dtype=torch.int32).float()
+                actual_iou = inter / union.clamp(min=1)
+            mask_losses = _mask_losses(cand, target, settings.loss)
+            best = mask_losses.argmin(1)
+            mask_loss = mask_losses.gather(1, best[:, None]).mean()
+            iou_loss = F.mse_loss(cand_iou, actual_iou, reduction="none")
+            iou_loss = torch.where(multimask[:, None], iou_loss, iou_loss[:, :1].expand(-1, 3)).mean()
+            if r in grad_rounds or not train:
+                total = total + mask_loss + IOU_WEIGHT * iou_loss
+                stats["mask_loss"] += float(mask_loss.detach()) / len(grad_rounds)
+                stats["iou_loss"] += float(iou_loss.detach()) / len(grad_rounds)
+        chosen = cand_iou.detach().argmax(1)           # the mask with the highest predicted IoU goes on
+        rows = torch.arange(n, device=device)
+        iou_by_round.append(float(actual_iou[rows, chosen].mean()))
+        if r == 0:   # diagnostics: how much a better choice among the three first masks would give
+            stats["best_iou_first"] = float(actual_iou.max(1).values.mean())
+        if r + 1 < settings.rounds:
+            prev_logits = cand[rows, chosen][:, None].detach()
+            pred = up[rows, chosen]
+            use_centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
+            new_xy, new_lab = _error_clicks(pred, gold, valid_n, use_centre, gen)
+            coords = torch.cat([coords, new_xy[:, None].float()], 1)
+            labels = torch.cat([labels, new_lab[:, None]], 1)
+    stats["iou_by_round"] = iou_by_round
+    return total / max(1, len(grad_rounds)), stats
+
+
+def heldout_loss(sam, samples, settings: TrainSettings, device) -> dict:
+    """Return the interactive loss and mean IoU per round on fixed held-out samples (deterministic)."""
+    import numpy as np
+    import torch
+
+    was_training = sam.training
+    sam.eval()
+    losses, ious = [], []
+    with torch.no_grad():
+        for start in range(0, len(samples), settings.images_per_step):
+            chunk = samples[start:start + settings.images_per_step]
+            rng = np.random.default_rng([settings.seed, 99, start])
+            batch = collate(chunk, sam, settings.masks_per_image, rng, device)
+            loss, stats = interactive_loss(sam, *batch, settings, [settings.seed, 99, start, 1], train=False)
+            losses.append(float(loss))
+            ious.append(stats["iou_by_round"])
+    sam.train(was_training)
+    per_round = np.mean(np.asarray(ious), axis=0).tolist()
+    return {"heldout_loss": float(np.mean(losses)), "heldout_iou_by_round": [round(v, 4) for v in per_round]}
