@@ -136,17 +136,94 @@ def masks_to_rles(masks, crop_box=None, image_size=None) -> EncodedMasks:
     return encode_changes(ids, pos, n, image_size)
 
 
-def rle_to_mask(rle: dict):
-    """Decode an uncompressed RLE to an (h, w) bool numpy array."""
+MAX_MASK_PIXELS = 80_000_000   # a mask no larger than the largest image ingest accepts (images.DEFAULT_MAX_PIXELS)
+
+
+def rle_counts_from_string(counts: str) -> list[int]:
+    """Return the run lengths encoded in a compressed COCO RLE string (pycocotools' `rleFrString` format).
+
+    Parsed here in Python so that a corrupt string is refused with a reason: pycocotools decodes some corrupt
+    strings into uninitialised memory instead of failing. ValueError if the string is malformed.
+    """
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                raise ValueError("the string ends in the middle of a run length")
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"character {counts[position]!r} at {position} is not an RLE digit")
+            if shift > 12:      # 13 five-bit groups already hold any run of a 64-bit count
+                raise ValueError(f"run length at {position} has more than 13 digits")
+            value |= (code & 0x1F) << (5 * shift)
+            more = bool(code & 0x20)
+            position += 1
+            shift += 1
+            if not more and code & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rle_runs(segmentation, max_pixels: int = MAX_MASK_PIXELS) -> tuple[tuple[int, int], "object"]:
+    """Return ((h, w), run lengths as an int64 array) of a COCO RLE after checking it; ValueError if malformed.
+
+    Accepts the compressed form (`counts` a string, or ASCII bytes) and the uncompressed one (a list of ints).
+    Checks: `size` is two positive integers with h * w <= `max_pixels`, no run is negative, the runs cover
+    exactly h * w pixels.
+    """
     import numpy as np
 
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {int(counts.sum())}, expected {h}x{w} = {h * w} pixels")
-    values = np.zeros(len(counts), dtype=bool)
+    if not isinstance(segmentation, dict) or "size" not in segmentation or "counts" not in segmentation:
+        raise ValueError('a COCO RLE must be {"size": [h, w], "counts": ...}')
+    size, counts = segmentation["size"], segmentation["counts"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)):
+        raise ValueError(f"RLE size must be [height, width] integers, got {size!r}")
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1 or height * width > max_pixels:
+        raise ValueError(f"RLE size {[height, width]} must be positive and at most {max_pixels} pixels")
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("RLE counts bytes are not ASCII") from None
+    if isinstance(counts, str):
+        runs = np.asarray(rle_counts_from_string(counts), dtype=object)
+        if len(runs) and (runs.min() < 0 or runs.max() > height * width):
+            raise ValueError("RLE counts string has a negative or oversized run length")
+        runs = runs.astype(np.int64)
+    elif isinstance(counts, (list, tuple, np.ndarray)):
+        runs = np.asarray(counts)
+        if runs.ndim != 1 or (runs.size and runs.dtype.kind not in "iu"):
+            raise ValueError("RLE counts must be a compressed string or a flat list of integers")
+        runs = runs.astype(np.int64)
+    else:
+        raise ValueError(f"RLE counts must be a string or a list of integers, got {type(counts).__name__}")
+    if runs.size and runs.min() < 0:
+        raise ValueError("RLE has a negative run length")
+    if int(runs.sum()) != height * width:
+        raise ValueError(f"RLE runs cover {int(runs.sum())} pixels, expected {height}x{width} = "
+                         f"{height * width}")
+    return (height, width), runs
+
+
+def _mask_from_runs(size: tuple[int, int], runs):
+    import numpy as np
+
+    height, width = size
+    values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
-    return np.repeat(values, counts).reshape(w, h).T
+    return np.repeat(values, runs).reshape(width, height).T
+
+
+def rle_to_mask(rle: dict):
+    """Decode an uncompressed RLE to an (h, w) bool numpy array; ValueError if it is malformed."""
+    return _mask_from_runs(*rle_runs(rle))
 
 
 def rle_area(rle: dict) -> int:
@@ -164,15 +241,11 @@ def coco_encode_rle(rle: dict) -> dict:
 
 
 def coco_decode(segmentation: dict):
-    """Decode a COCO RLE (compressed string or uncompressed counts) to an (h, w) bool numpy array."""
-    from pycocotools import mask as mask_utils
+    """Decode a COCO RLE (compressed string or uncompressed counts) to an (h, w) bool numpy array.
 
-    h, w = segmentation["size"]
-    if isinstance(segmentation["counts"], list):
-        segmentation = mask_utils.frPyObjects(segmentation, h, w)
-    elif isinstance(segmentation["counts"], str):
-        segmentation = {"size": [h, w], "counts": segmentation["counts"].encode("ascii")}
-    return mask_utils.decode(segmentation).astype(bool)
+    The RLE is checked first (`rle_runs`): ValueError naming the problem if it is malformed.
+    """
+    return _mask_from_runs(*rle_runs(segmentation))
 
 
 def masks_to_boxes(masks):

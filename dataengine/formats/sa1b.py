@@ -8,6 +8,7 @@ w = x_max - x_min and h = y_max - y_min of the mask's pixels (one less than pyco
 from __future__ import annotations
 
 import json
+import math
 from numbers import Real
 
 IMAGE_FIELDS = ("image_id", "width", "height", "file_name")
@@ -52,11 +53,11 @@ def write_record(path, record: dict) -> None:
 
 
 def loads(data: bytes | str, source: str = "record") -> dict:
-    """Parse and validate an SA-1B record."""
+    """Parse and validate an SA-1B record; ValueError naming the problem for anything else."""
     try:
         record = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:     # not UTF-8, not JSON, or nested too deep to parse
+        raise ValueError(f"{source}: not JSON ({type(exc).__name__}: {exc})") from None
     validate_sa1b_record(record, source=source)
     return record
 
@@ -69,7 +70,11 @@ def read_record(path) -> dict:
 
 
 def _number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and value == value
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def validate_sa1b_record(record: dict, image_size: tuple[int, int] | None = None, source: str | None = None) -> None:
@@ -81,7 +86,8 @@ def validate_sa1b_record(record: dict, image_size: tuple[int, int] | None = None
     match the record's height and width.
     """
     import numpy as np
-    from pycocotools import mask as mask_utils
+
+    from dataengine.masks import MAX_MASK_PIXELS, coco_decode
 
     if not isinstance(record, dict) or set(record) != {"image", "annotations"}:
         raise ValueError(f"{source or 'record'}: expected keys ['annotations', 'image'], got "
@@ -90,10 +96,14 @@ def validate_sa1b_record(record: dict, image_size: tuple[int, int] | None = None
     if not isinstance(image, dict) or set(image) != set(IMAGE_FIELDS):
         raise ValueError(f"{source or 'record'}: image info must have keys {sorted(IMAGE_FIELDS)}, got "
                          f"{sorted(image) if isinstance(image, dict) else image!r}")
+    if not isinstance(image["image_id"], (int, str)) or isinstance(image["image_id"], bool):
+        raise ValueError(f"{source or 'record'}: image_id must be an integer or string, got {image['image_id']!r}")
     name = source or f"image {image['image_id']}"
     width, height = image["width"], image["height"]
-    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+    if not (_positive_int(width) and _positive_int(height)):
         raise ValueError(f"{name}: width and height must be positive integers, got {width!r} x {height!r}")
+    if width * height > MAX_MASK_PIXELS:
+        raise ValueError(f"{name}: {width}x{height} is over the {MAX_MASK_PIXELS} pixel limit")
     if not isinstance(image["file_name"], str) or not image["file_name"]:
         raise ValueError(f"{name}: file_name must be a non-empty string")
     if image_size is not None and tuple(image_size) != (height, width):
@@ -114,11 +124,11 @@ def validate_sa1b_record(record: dict, image_size: tuple[int, int] | None = None
         seg = ann["segmentation"]
         if not (isinstance(seg, dict) and set(seg) == {"size", "counts"} and isinstance(seg["counts"], str)):
             raise ValueError(f"{where}: segmentation must be a COCO RLE {{'size': [h, w], 'counts': str}}")
-        if list(seg["size"]) != [height, width]:
-            raise ValueError(f"{where}: RLE size {list(seg['size'])} does not match image {height}x{width}")
+        if not isinstance(seg["size"], (list, tuple)) or list(seg["size"]) != [height, width]:
+            raise ValueError(f"{where}: RLE size {seg['size']!r} does not match image {height}x{width}")
         try:
-            mask = mask_utils.decode({"size": [height, width], "counts": seg["counts"].encode("ascii")})
-        except Exception as exc:  # pycocotools raises plain exceptions on corrupt strings
+            mask = coco_decode(seg)
+        except ValueError as exc:
             raise ValueError(f"{where}: RLE does not decode ({exc})") from None
         if mask.shape != (height, width):
             raise ValueError(f"{where}: RLE decodes to {mask.shape}, expected ({height}, {width})")

@@ -56,27 +56,45 @@ def write_shard(fileobj, items) -> int:
 
 
 def read_shard(source):
-    """Yield (record, jpeg_bytes) per image of a shard (bytes, a path, or a binary file object), in order."""
-    import json
+    """Yield (record, jpeg_bytes) per image of a shard (bytes, a path, or a binary file object), in order.
+
+    Each record is validated (`sa1b.loads`); a corrupt tar, a stray or unpaired member, or an invalid record
+    raises ValueError naming the member.
+    """
     from pathlib import Path
 
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     if isinstance(source, (str, Path)):
-        source = open(source, "rb")
-    with tarfile.open(fileobj=source, mode="r|") as tar:
+        with open(source, "rb") as fileobj:
+            yield from read_shard(fileobj)
+        return
+    try:
+        yield from _read_members(source)
+    except (tarfile.TarError, EOFError) as exc:
+        raise ValueError(f"shard: not a readable tar stream ({type(exc).__name__}: {exc})") from None
+
+
+def _read_members(fileobj):
+    from dataengine.formats.sa1b import loads
+
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
         pending: dict[str, bytes] = {}
+        seen: set[str] = set()
         for member in tar:
             if not member.isfile():
                 continue
             data = tar.extractfile(member).read()
             stem, _, ext = member.name.rpartition(".")
-            if ext not in ("jpg", "json"):
-                raise ValueError(f"shard member {member.name}: expected sa_<id>.jpg or sa_<id>.json")
+            if ext not in ("jpg", "json") or not stem:
+                raise ValueError(f"shard member {member.name!r}: expected sa_<id>.jpg or sa_<id>.json")
+            if member.name in seen:
+                raise ValueError(f"shard member {member.name!r} appears twice")
+            seen.add(member.name)
             pending[member.name] = data
             jpg, js = pending.get(f"{stem}.jpg"), pending.get(f"{stem}.json")
             if jpg is not None and js is not None:
                 del pending[f"{stem}.jpg"], pending[f"{stem}.json"]
-                yield json.loads(js), jpg
+                yield loads(js, source=f"shard member {stem}.json"), jpg
         if pending:
             raise ValueError(f"shard: unpaired members {sorted(pending)}")

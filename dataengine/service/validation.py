@@ -2,13 +2,15 @@
 
 Everything is checked before anything is stored; a problem raises `SubmissionInvalid` whose message names the
 mask and the field (`mask 2: RLE size [375, 500] does not match image 500x376 (expected [376, 500])`).
-Compressed RLE strings are parsed here in Python (the format of pycocotools' `rleFrString`), so a corrupt
-string is refused with a reason instead of being decoded into garbage.
+Compressed RLE strings are parsed in Python (`dataengine.masks.rle_counts_from_string`, the format of
+pycocotools' `rleFrString`), so a corrupt string is refused with a reason instead of being decoded into garbage.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from dataengine.masks import rle_counts_from_string
 
 MAX_MASKS_PER_SUBMISSION = 1000      # SA-1B averages ~100 masks per image; 10x that is not a human's work
 MAX_SECONDS_PER_MASK = 3600.0        # an hour on one mask is a broken timer, not effort
@@ -27,30 +29,6 @@ class CheckedMask:
     segmentation: dict
     area: int
     bbox: list
-
-
-def rle_counts_from_string(counts: str) -> list[int]:
-    """Return the run lengths encoded in a compressed COCO RLE string; ValueError if it is malformed."""
-    runs: list[int] = []
-    position = 0
-    while position < len(counts):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(counts):
-                raise ValueError("the string ends in the middle of a run length")
-            code = ord(counts[position]) - 48
-            if not 0 <= code < 64:
-                raise ValueError(f"character {counts[position]!r} at {position} is not an RLE digit")
-            value |= (code & 0x1F) << (5 * shift)
-            more = bool(code & 0x20)
-            position += 1
-            shift += 1
-            if not more and code & 0x10:
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
 
 
 def check_rle(segmentation, height: int, width: int, label: str) -> CheckedMask:
