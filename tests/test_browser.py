@@ -164,6 +164,11 @@ def test_sign_in_annotate_with_clicks_refine_with_brush_accept_and_submit(browse
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     assert page.evaluate("annotationTool.current.selected") == first["selected"]
+    other = (first["selected"] + 2) % 3
+    page.locator(".candidate").nth(other).click()   # pick a candidate in the panel...
+    assert page.evaluate("annotationTool.current.selected") == other
+    page.locator(".candidate").nth(first["selected"]).click()          # ...and the first choice again
+    assert page.evaluate("annotationTool.current.selected") == first["selected"]
     # a negative point (right click) where the object is not, then refine
     outside = (3.0, 3.0) if not coco_decode(objects[0]["segmentation"])[3, 3] else (task["width"] - 4.0, 3.0)
     second = click_and_wait_for_masks(page, *outside, button="right")
@@ -178,6 +183,10 @@ def test_sign_in_annotate_with_clicks_refine_with_brush_accept_and_submit(browse
     shot(page, "03-brush")
     assert page.locator("#timer-effort").inner_text() == "2 clicks, 1 stroke"
     page.keyboard.press("Enter")                    # accept
+    assert page.locator(".mask-list li[data-kind=accepted]").count() == 1
+    page.locator(".mask-list li[data-kind=accepted] button").click()   # delete it in the list...
+    assert page.locator(".mask-list li[data-kind=accepted]").count() == 0
+    page.keyboard.press("Control+z")                                    # ...and undo that
     assert page.locator(".mask-list li[data-kind=accepted]").count() == 1
     page.keyboard.press("Shift+Enter")              # submit the image; the next one is claimed
     page.wait_for_function("annotationTool.lastSubmission && annotationTool.task && "

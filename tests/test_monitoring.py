@@ -194,6 +194,41 @@ def test_pages_and_static_files_work_at_the_root_and_under_a_mount_prefix(engine
             assert httpx.get(f"{alone.url}/static/{name}").status_code == 404, name
 
 
+def test_every_module_of_the_annotation_tool_is_served_as_javascript(engine):
+    """The tool is ES modules (annotate.js and annotate/*.js): each one it imports, followed from the page's entry,
+    comes from the static route as JavaScript (a browser refuses a module script of any other MIME type)."""
+    import re
+
+    from dataengine.service import create_app
+    from dataengine.service.server import ServiceThread
+
+    app = create_app(engine["store"], engine["catalog"], lambda: "ops")
+    with ServiceThread(app) as server:
+        page = httpx.get(server.url + "/").text
+        entries = re.findall(r'<script type="module" src="static/([^"]+)"></script>', page)
+        assert entries == ["annotate.js"]
+        seen, waiting = set(), list(entries)
+        while waiting:
+            name = waiting.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            answer = httpx.get(f"{server.url}/static/{name}")
+            assert answer.status_code == 200, name
+            assert answer.headers["content-type"].startswith("text/javascript"), name
+            folder = name.rpartition("/")[0]
+            for target in re.findall(r'^import (?:[^"]*? from )?"(\.{1,2}/[^"]+)";', answer.text, re.M):
+                parts = (folder.split("/") if folder else []) + target.split("/")
+                resolved: list[str] = []
+                for part in parts:
+                    if part == "..":
+                        resolved.pop()
+                    elif part != ".":
+                        resolved.append(part)
+                waiting.append("/".join(resolved))
+    assert {"annotate/state.js", "annotate/canvas.js", "annotate/session.js", "api.js", "rle.js"} <= seen
+
+
 def test_airflow_plugin_links_the_monitoring_page_in_the_navigation():
     import importlib.util
     from pathlib import Path
