@@ -1,24 +1,21 @@
 """Airflow hooks that hand the engine its object store and catalog, from Airflow connections.
 
-- `EngineStoreHook` resolves the connection `dataengine_store` to an `ObjectStore`:
-  endpoint in host/port (or extra `endpoint` / `endpoint_url`, e.g. "http://minio:9000"), bucket in schema (or
-  extra `bucket`), optional extra `prefix`, access and secret keys in login/password, extra `secure` (true for
-  HTTPS), extra `region`. Extra `store_uri` (`s3://bucket/prefix` or `file:///path`) may name the store instead.
-- `EngineCatalogHook` resolves `dataengine_db` to a `Catalog`: a SQLAlchemy URL in extra `url` (or
-  `sqlalchemy_url`), else built from a `postgres`/`sqlite` connection, else the connection's own URI.
-Both fall back to `dataengine.config` (environment variables, then the embedded defaults under
-`DATAENGINE_HOME`) when the connection is not defined. Nothing heavy is imported at module level.
+- `EngineStoreHook` resolves the connection `dataengine_store` to an `ObjectStore`;
+- `EngineCatalogHook` resolves `dataengine_db` to a `Catalog`.
+The hooks fetch the connection from Airflow; `dataengine.connections` reads its fields (listed there), the same
+way the API server's plugin does. Both fall back to `dataengine.config` (environment variables, then the
+embedded defaults under `DATAENGINE_HOME`) when the connection is not defined. Nothing heavy is imported at
+module level.
 """
 from __future__ import annotations
 
 import os
 import threading
-from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
-STORE_CONN_ID = "dataengine_store"
-DB_CONN_ID = "dataengine_db"
+from dataengine.connections import DB_CONN_ID, STORE_CONN_ID, catalog_url_from_connection, store_from_connection
+
 _catalogs: dict[tuple[int, str], object] = {}  # (process id, URL): never share a pool across a fork
 _catalogs_lock = threading.Lock()
 
@@ -42,54 +39,6 @@ def _optional_connection(conn_id: str):
         return BaseHook.get_connection(conn_id)
     except _not_found_errors():
         return None
-
-
-def store_from_connection(conn):
-    """Return the `ObjectStore` an Airflow connection describes (see the module docstring for the fields)."""
-    from dataengine.storage import open_store
-
-    extra = conn.extra_dejson or {}
-    if extra.get("store_uri"):
-        uri = extra["store_uri"]
-    else:
-        bucket = extra.get("bucket") or conn.schema
-        if not bucket:
-            raise ValueError(f"connection {conn.conn_id}: no bucket (set the schema field or extra 'bucket')")
-        prefix = (extra.get("prefix") or "").strip("/")
-        uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    if not uri.startswith("s3://"):
-        return open_store(uri)
-    endpoint = extra.get("endpoint") or extra.get("endpoint_url")
-    if not endpoint and conn.host:
-        endpoint = f"{conn.host}:{conn.port}" if conn.port else conn.host
-    if not endpoint:
-        raise ValueError(f"connection {conn.conn_id}: no S3 endpoint (set host/port or extra 'endpoint')")
-    options = {"region": extra["region"]} if extra.get("region") else {}
-    return open_store(uri, endpoint=endpoint, access_key=conn.login or None, secret_key=conn.password or None,
-                      secure=extra.get("secure"), **options)
-
-
-def catalog_url_from_connection(conn) -> str:
-    """Return the SQLAlchemy URL an Airflow connection describes."""
-    extra = conn.extra_dejson or {}
-    url = extra.get("url") or extra.get("sqlalchemy_url")
-    if url:
-        return url
-    if conn.conn_type in ("postgres", "postgresql"):
-        credentials = ""
-        if conn.login:
-            credentials = quote(conn.login, safe="")
-            if conn.password:
-                credentials += ":" + quote(conn.password, safe="")
-            credentials += "@"
-        port = f":{conn.port}" if conn.port else ""
-        return f"postgresql+psycopg2://{credentials}{conn.host or 'localhost'}{port}/{conn.schema or 'postgres'}"
-    if conn.conn_type == "sqlite":
-        return f"sqlite:///{conn.host}"
-    uri = conn.get_uri()
-    if uri.startswith("postgres://"):
-        uri = "postgresql+psycopg2://" + uri[len("postgres://"):]
-    return uri
 
 
 class EngineStoreHook(BaseHook):

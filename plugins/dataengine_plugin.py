@@ -36,9 +36,9 @@ def _connection(conn_id: str):
 def build_app():
     """Return the annotation service app over the engine's store and catalog, behind Airflow's login."""
     from dataengine.catalog import open_catalog
+    from dataengine.connections import DB_CONN_ID, STORE_CONN_ID, catalog_url_from_connection, store_from_connection
     from dataengine.service import create_app
     from dataengine.storage import open_store
-    from operators.hooks import DB_CONN_ID, STORE_CONN_ID, catalog_url_from_connection, store_from_connection
 
     store_conn, db_conn = _connection(STORE_CONN_ID), _connection(DB_CONN_ID)
     store = store_from_connection(store_conn) if store_conn is not None else open_store()
