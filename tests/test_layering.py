@@ -1,5 +1,6 @@
-"""The house stays layered: dags -> operators / plugins -> dataengine, with nothing importing back up, and no
-import cycle among the engine's modules (nor among the annotation tool's ES modules).
+"""The house stays layered: dags -> operators / plugins -> dataengine, with nothing importing back up, no
+import cycle among the engine's modules (nor among the annotation tool's ES modules), and no module so long that
+it holds several jobs without saying why.
 
 Imports are read from the source with `ast` (nothing is imported). Which imports count:
 - for layering, every import: at module level, inside functions (the lazy imports that defer heavy
@@ -22,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LAYERS = ("dataengine", "operators", "plugins", "dags")
 STATIC = REPO / "dataengine" / "service" / "static"
+MAX_MODULE_LINES = 470      # issue 18: "no source module over ~450 lines without a reason written at its top"
+LONG_MODULE_REASON = "Long module:"   # what the top of a longer module says, followed by its reason
 # What each layer must never import (any import, at any level).
 FORBIDDEN = {
     "dataengine": ("airflow", "operators", "plugins", "dags"),
@@ -208,9 +211,45 @@ def test_engine_modules_import_each_other_without_a_cycle():
         " <-> ".join(group) for group in cycles)
 
 
+def test_the_store_interface_sits_below_both_backends_and_the_factory():
+    """Issue 18: storage.py and s3store.py imported each other (one lazily, so the cycle test alone would miss it):
+    now nothing under the factory imports it back, at any level."""
+    below = {"dataengine.storage.interface": set(),
+             "dataengine.storage.files": {"dataengine.storage.interface"},
+             "dataengine.storage.s3": {"dataengine.storage.interface"}}
+    for module, allowed in below.items():
+        inside = {r.imported for r in all_imports()
+                  if r.importer == module and _in_layer(r.imported, "dataengine.storage")}
+        assert inside <= allowed, f"{module} imports {sorted(inside - allowed)} from the storage package above it"
+
+
 def test_annotation_tool_modules_import_each_other_without_a_cycle():
     graph = js_graph(STATIC / "annotate.js")
     assert {"annotate/state.js", "annotate/session.js", "api.js"} <= set(graph)
     cycles = find_cycles(graph)
     assert not cycles, "import cycles among the annotation tool's ES modules: " + "; ".join(
         " <-> ".join(group) for group in cycles)
+
+
+def _top_of(path: Path) -> str:
+    """Return a module's opening text: its docstring (Python) or its leading comment block (JavaScript)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        return ast.get_docstring(ast.parse(text)) or ""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("//"):
+            break
+        lines.append(line[2:].strip())
+    return "\n".join(lines)
+
+
+def test_no_source_module_is_long_without_a_reason_at_its_top():
+    sources = [path for layer in LAYERS for path in source_files(layer)] + sorted(STATIC.rglob("*.js"))
+    long_ones = [f"{path.relative_to(REPO)}: {lines} lines" for path in sources
+                 if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+                 and LONG_MODULE_REASON not in _top_of(path)]
+    assert len(sources) > 100
+    assert not long_ones, (f"modules over {MAX_MODULE_LINES} lines whose top does not say "
+                           f"'{LONG_MODULE_REASON} <why>' (split them by concern, or say why not):\n"
+                           + "\n".join(long_ones))

@@ -229,6 +229,22 @@ def test_every_module_of_the_annotation_tool_is_served_as_javascript(engine):
     assert {"annotate/state.js", "annotate/canvas.js", "annotate/session.js", "api.js", "rle.js"} <= seen
 
 
+def test_every_static_file_ships_in_the_installed_package():
+    """The production image installs the engine as a package (docker/Dockerfile): each page, script and style
+    under service/static/ (annotate/ included) must match a package-data pattern, or the tool 404s there."""
+    import glob
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dataengine"]
+    shipped = {name for pattern in patterns for name in glob.glob(pattern, root_dir=repo / "dataengine")}
+    static = {str(p.relative_to(repo / "dataengine")) for p in (repo / "dataengine/service/static").rglob("*")
+              if p.is_file()}
+    assert "service/static/annotate/state.js" in static
+    assert static - shipped == set()
+
+
 def test_airflow_plugin_links_the_monitoring_page_in_the_navigation():
     import importlib.util
     from pathlib import Path

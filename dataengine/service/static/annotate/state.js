@@ -9,7 +9,8 @@ export const view = new Viewport();
 
 let nextObjectId = 1;
 export const newObjectId = () => nextObjectId++;
-export const newObject = () => ({ id: newObjectId(), points: [], box: null, prediction: null, selected: 0, strokes: [] });
+export const newObject = () => ({ id: newObjectId(), points: [], box: null, prediction: null, selected: 0,
+                                  strokes: [] });
 
 export const tool = {
   annotator: null, batch: null, task: null, image: null, width: 0, height: 0,
