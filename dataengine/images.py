@@ -1,7 +1,10 @@
 """Safe image decoding and normalisation: bytes in, an RGB working image out, or a clear reason for refusing it.
 
 What `decode_image` guarantees: the format is one of `ACCEPTED_FORMATS`; the header's pixel count is checked
-against `max_pixels` before any pixel is decoded (decompression bombs never reach memory); the whole image
+against `max_pixels` before any pixel is decoded (decompression bombs never reach memory); the file holds one
+image (an animated or multi-page file is refused rather than silently cut to its first frame; an MPO's
+extra frames are previews of its first, so MPO is read as that first image); the shape is one the model's
+square frame can segment (shortest side >= `MIN_SIDE`, aspect ratio <= `MAX_ASPECT_RATIO`); the whole image
 is decoded (truncated data is an error, not grey padding); EXIF orientation is applied; grayscale, palette,
 CMYK, 16-bit and float images become 8-bit RGB; transparency is composited on white. `fit_shortest_side`
 then downsizes so the shortest side is at most `max_side` (SA-1B: 1500 px), and `encode_jpeg` writes the
@@ -19,6 +22,12 @@ DEFAULT_MAX_SIDE = 1500            # SA-1B: images downsampled so the shortest s
 DEFAULT_MAX_PIXELS = 80_000_000    # refuse anything larger than 80 MP before decoding it
 DEFAULT_JPEG_QUALITY = 90
 ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "MPO")
+PREVIEW_FRAME_FORMATS = ("MPO",)   # extra frames are previews (or the stereo pair) of the first image
+# The model sees an image resized so its long side fills a square frame (SAM: 1024 px, sam_tiny: 256 px, with
+# embeddings at 1/16 and 1/8 of it). A 1 x 5000 px strip becomes less than one pixel high there, and the
+# generator fails; below these limits an image is refused at ingest with the reason instead.
+MIN_SIDE = 32                      # px, shortest side
+MAX_ASPECT_RATIO = 20.0            # long side / short side: 20:1 keeps >= 12 px of sam_tiny's 256 px frame
 
 
 class ImageRejected(ValueError):
@@ -74,6 +83,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     if width * height > max_pixels:
         raise ImageRejected(f"over the pixel limit: {width}x{height} = {width * height} pixels > {max_pixels} "
                             f"(decompression bomb guard)")
+    _check_shape(width, height)
+    _check_single_image(image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -85,6 +96,29 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     pixels = _to_rgb(image)
     return DecodedImage(pixels=pixels, source_format=image.format or "", source_size=(width, height),
                         source_mode=mode)
+
+
+def _check_shape(width: int, height: int) -> None:
+    """Refuse a size the model's square frame cannot segment (see `MIN_SIDE`, `MAX_ASPECT_RATIO`)."""
+    shortest, longest = min(width, height), max(width, height)
+    if shortest < MIN_SIDE:
+        raise ImageRejected(f"too small to segment: {width}x{height} (shortest side {shortest} px < {MIN_SIDE} px)")
+    if longest / shortest > MAX_ASPECT_RATIO:
+        raise ImageRejected(f"too elongated to segment: {width}x{height} (aspect ratio {longest / shortest:.1f}:1 "
+                            f"> {MAX_ASPECT_RATIO:g}:1)")
+
+
+def _check_single_image(image) -> None:
+    """Refuse an animated or multi-page file: one file is one image (its other frames would be lost)."""
+    if image.format in PREVIEW_FRAME_FORMATS:
+        return
+    try:
+        frames = int(getattr(image, "n_frames", 1))
+    except Exception as exc:  # noqa: BLE001 - counting frames walks the file: a broken one fails here
+        raise ImageRejected(f"truncated or corrupt {image.format} data: {exc}") from None
+    if frames > 1:
+        raise ImageRejected(f"{image.format} holds {frames} frames (animated or multi-page): one image per file "
+                            f"is expected; split the frames into separate files first")
 
 
 def _apply_orientation(image):
@@ -169,4 +203,5 @@ def encode_jpeg(pixels: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> byte
 
 
 __all__ = ["DecodedImage", "ImageRejected", "decode_image", "fit_shortest_side", "working_size", "encode_jpeg",
-           "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS", "DEFAULT_JPEG_QUALITY", "ACCEPTED_FORMATS"]
+           "DEFAULT_MAX_SIDE", "DEFAULT_MAX_PIXELS", "DEFAULT_JPEG_QUALITY", "ACCEPTED_FORMATS", "MIN_SIDE",
+           "MAX_ASPECT_RATIO"]

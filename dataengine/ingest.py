@@ -1,12 +1,13 @@
 """Ingest: raw images (a folder, `file://` or `s3://` prefix) -> validated, blurred, resized working JPEGs, registered.
 
-For each source file, in sorted order: read the bytes; the image id is the first 16 hex digits of their SHA-256,
+For each source file (`dataengine.sources`: links out of the folder and special files are refused there), in
+sorted order: read the bytes; the image id is the first 16 hex digits of their SHA-256,
 so the same file ingested again is recognised before any work and changes nothing; decode safely
 (`dataengine.images`); downsize so the shortest side is at most `max_side`; blur faces and licence plates
 (`dataengine.privacy`); write `images/{image_id}.jpg`; with a gold set, rescale the expert masks beside the
 image (`<stem>.json`, SA-1B schema) and write `gold/{gold_set}/{image_id}.json`; register the image in the
 catalog last. A file that fails any step is quarantined with its reason (catalog and report) and the batch
-goes on. Hidden files and `.json` side-cars are not images and are skipped.
+goes on. Hidden files and `.json` side-cars are not images and are skipped. A gold set name is one key segment.
 """
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
-from urllib.parse import urlparse
 
 import numpy as np
 
-from dataengine.images import (DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageRejected,
+from dataengine.images import (DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, MIN_SIDE, ImageRejected,
                                decode_image, encode_jpeg, fit_shortest_side)
-from dataengine.storage import ObjectStore, StoreError, open_store
+from dataengine.sources import SourceFile, SourceRefused, iter_source_files
+from dataengine.storage import ObjectStore, StoreError, check_segment
 
 log = logging.getLogger(__name__)
 ID_HEX_DIGITS = 16
@@ -41,8 +41,8 @@ def image_key(image_id: str) -> str:
 
 
 def gold_key(gold_set: str, image_id: str) -> str:
-    """Return the store key of an image's expert masks in a gold set."""
-    return f"gold/{gold_set}/{image_id}.json"
+    """Return the store key of an image's expert masks in a gold set (the name is one path segment)."""
+    return f"gold/{check_segment(gold_set, 'gold set')}/{image_id}.json"
 
 
 @dataclass(frozen=True)
@@ -109,64 +109,6 @@ class IngestReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """One file of the source: its URI, its name, how to read it, and how to read its `<stem>.json` side-car."""
-
-    uri: str
-    name: str
-    read: Callable[[], bytes]
-    read_sidecar: Callable[[], bytes | None]
-
-
-def _is_candidate(relative: str) -> bool:
-    parts = relative.split("/")
-    return not any(part.startswith(".") for part in parts) and not relative.lower().endswith(".json")
-
-
-def iter_source_files(source_uri: str, store: ObjectStore | None = None) -> Iterator[SourceFile]:
-    """Yield the source's candidate image files in sorted order (a folder, a file, `file://` or `s3://` prefix)."""
-    parsed = urlparse(source_uri)
-    if parsed.scheme == "s3":
-        yield from _iter_s3(source_uri, store)
-        return
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"unsupported source {source_uri!r}: expected a folder, file:// or s3:// URI")
-    root = Path(parsed.path if parsed.scheme == "file" else source_uri).expanduser().resolve()
-    if root.is_file():
-        files = [root]
-        base = root.parent
-    elif root.is_dir():
-        base = root
-        files = sorted((p for p in root.rglob("*") if p.is_file() and _is_candidate(p.relative_to(root).as_posix())),
-                       key=lambda p: p.relative_to(root).as_posix())
-    else:
-        raise FileNotFoundError(f"ingest source {source_uri} does not exist")
-    for path in files:
-        sidecar = path.with_suffix(".json")
-        yield SourceFile(uri=path.as_uri(), name=path.relative_to(base).as_posix(), read=path.read_bytes,
-                         read_sidecar=lambda sidecar=sidecar: sidecar.read_bytes() if sidecar.is_file() else None)
-
-
-def _iter_s3(source_uri: str, store: ObjectStore | None) -> Iterator[SourceFile]:
-    from dataengine.storage.s3 import S3Store
-
-    def store_at(uri: str):
-        return store.at(uri) if isinstance(store, S3Store) else open_store(uri)
-
-    source = store_at(source_uri)
-    keys = sorted(key for key in source.list() if _is_candidate(key))  # names only: sorting them is cheap
-    parent, _, name = source_uri.rstrip("/").rpartition("/")
-    if not keys and name and len(parent) > len("s3://"):  # the URI may name one object rather than a prefix
-        single = store_at(parent)
-        if single.exists(name):
-            source, keys = single, [name]
-    for key in keys:
-        sidecar = key.rsplit(".", 1)[0] + ".json" if "." in key.rsplit("/", 1)[-1] else key + ".json"
-        yield SourceFile(uri=source.url(key), name=key, read=lambda key=key: source.get_bytes(key),
-                         read_sidecar=lambda sidecar=sidecar: source.get_bytes(sidecar) if source.exists(sidecar) else None)
-
-
 def ingest(source_uri: str, store: ObjectStore, catalog, *, split: str | None = None, gold_set: str | None = None,
            max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS, blur: bool = True,
            jpeg_quality: int = DEFAULT_JPEG_QUALITY, run_id: str | None = None,
@@ -176,6 +118,10 @@ def ingest(source_uri: str, store: ObjectStore, catalog, *, split: str | None = 
     `split` defaults to "gold" with a `gold_set`, else "train". With `report_key`, the report is also written
     to the store as JSON. Re-ingesting the same files registers nothing new.
     """
+    if gold_set is not None:
+        check_segment(gold_set, "gold set")
+    if 0 < max_side < MIN_SIDE:
+        raise ValueError(f"max_side {max_side} is below the smallest image the engine segments ({MIN_SIDE} px)")
     split = split or ("gold" if gold_set else "train")
     run_id = run_id or f"ingest__{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     report = IngestReport(source_uri=source_uri, run_id=run_id, split=split, gold_set=gold_set)
@@ -199,6 +145,8 @@ def _ingest_one(source: SourceFile, store: ObjectStore, catalog, *, split: str, 
     """Ingest one file; return a RegisteredImage, a PresentImage or a QuarantinedSource."""
     try:
         data = source.read()
+    except SourceRefused as exc:
+        return _quarantine(catalog, source.uri, "", exc.reason, run_id)
     except (OSError, StoreError) as exc:
         return _quarantine(catalog, source.uri, "", f"could not read the file: {exc}", run_id)
     image_id, digest = image_id_for(data)
@@ -244,6 +192,8 @@ def _read_gold(source: SourceFile, gold_set: str, width: int, height: int) -> di
     sidecar_name = source.name.rsplit(".", 1)[0] + ".json"
     try:
         raw = source.read_sidecar()
+    except SourceRefused as exc:
+        raise ImageRejected(f"gold set {gold_set}: {sidecar_name}: {exc.reason}") from None
     except (OSError, StoreError) as exc:
         raise ImageRejected(f"gold set {gold_set}: could not read {sidecar_name}: {exc}") from None
     if raw is None:

@@ -176,10 +176,11 @@ def overview(catalog, run_limit: int = 100) -> dict:
 
 
 def is_report_key(key) -> bool:
-    """True when `key` is a run report the page may serve: under `runs/`, no `..`, HTML or JSON."""
-    if not isinstance(key, str) or not key.startswith(REPORT_PREFIX) or "\\" in key or "\x00" in key:
-        return False
-    if posixpath.normpath(key) != key or any(part in ("", ".", "..") for part in key.split("/")):
+    """True when `key` is a run report the page may serve: a valid store key (no `..`, backslash or encoded
+    separator: `dataengine.storage.check_key`) under `runs/`, HTML or JSON."""
+    from dataengine.storage.interface import key_problem
+
+    if key_problem(key) is not None or not key.startswith(REPORT_PREFIX) or posixpath.normpath(key) != key:
         return False
     return posixpath.splitext(key)[1].lower() in REPORT_MEDIA_TYPES
 

@@ -1,7 +1,9 @@
 """Airflow plugin: the data engine's annotation service, mounted in Airflow's API server at `/dataengine`.
 
 Airflow does not authenticate plugin apps, so every route of the service depends on Airflow's own login
-(`GetUserDep`: a bearer JWT or the UI's `_token` cookie); the annotator is the Airflow user name. The app is
+(`GetUserDep`: a bearer JWT or the UI's `_token` cookie), the tool's and monitoring pages included; the
+annotator is the Airflow user name. Public: only the API schema and the static scripts and styles
+(`dataengine.service.app.PUBLIC_ROUTES`). The app is
 built on the first request (not when plugins load), over the store and catalog of the connections
 `dataengine_store` / `dataengine_db` (or the engine's configuration when they are not defined).
 """
@@ -43,7 +45,7 @@ def build_app():
     store_conn, db_conn = _connection(STORE_CONN_ID), _connection(DB_CONN_ID)
     store = store_from_connection(store_conn) if store_conn is not None else open_store()
     catalog = open_catalog(catalog_url_from_connection(db_conn)) if db_conn is not None else open_catalog()
-    return create_app(store, catalog, _airflow_auth(), torch_threads=1,
+    return create_app(store, catalog, _airflow_auth(), torch_threads=1, public_pages=False,
                       title="Data engine annotation service (Airflow)")
 
 

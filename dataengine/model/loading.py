@@ -4,6 +4,8 @@
 `segment_anything` classes and, when a checkpoint URI is given (`file://`, `s3://` or a plain path), loads it
 with `torch.load(..., weights_only=True)` and a strict key and shape check: a checkpoint that does not fit the
 architecture raises `CheckpointMismatch` naming the missing, unexpected and mis-shaped keys, never a partial load.
+A checkpoint holding pickled Python objects (a class instance, a function: code a full unpickle would run) is
+refused with `UnsafeCheckpoint` before anything of it is used (`load_payload`).
 
 A checkpoint is either a raw state dict or `{"model": state_dict, "config": {...}}`; the config is passed to the
 architecture's builder (only `sam_tiny` takes one).
@@ -11,12 +13,17 @@ architecture's builder (only `sam_tiny` takes one).
 from __future__ import annotations
 
 import io
+import re
 
 ARCHITECTURES = ("sam_vit_h", "sam_vit_l", "sam_vit_b", "sam_tiny")
 
 
 class CheckpointMismatch(ValueError):
     """Raised when a checkpoint's keys or shapes do not fit the architecture it is loaded into."""
+
+
+class UnsafeCheckpoint(CheckpointMismatch):
+    """Raised when a checkpoint holds pickled Python objects (code), not only tensors: it is never loaded."""
 
 
 def build_model(name: str, config: dict | None = None):
@@ -35,19 +42,37 @@ def build_model(name: str, config: dict | None = None):
     return builder(checkpoint=None)
 
 
-def read_checkpoint(uri) -> tuple[dict, dict]:
-    """Return (state_dict, config) of a checkpoint at a file:// or s3:// URI or a local path, or given as bytes."""
+def load_payload(data: bytes, source: str = "checkpoint"):
+    """Return the object saved in checkpoint bytes, loaded weights-only (tensors and plain containers only).
+
+    Raises `UnsafeCheckpoint` when the file holds pickled Python objects (classes, functions: code that a full
+    unpickle would run), `CheckpointMismatch` when it is no torch checkpoint at all."""
+    import pickle
+
     import torch
 
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))  # what weights_only refused to import
+        if not found:
+            raise CheckpointMismatch(f"{source}: not a loadable torch checkpoint ({exc})") from None
+        raise UnsafeCheckpoint(f"{source} refused: it holds pickled Python objects ({', '.join(found)}), not only "
+                               "tensors; checkpoints are loaded weights-only and never run code from the file. "
+                               "Save the weights alone: torch.save({'model': model.state_dict(), 'config': {...}}, "
+                               "path)") from None
+    except Exception as exc:  # torch raises several types (RuntimeError, EOFError, zipfile errors...)
+        raise CheckpointMismatch(f"{source}: not a loadable torch checkpoint ({exc})") from None
+
+
+def read_checkpoint(uri) -> tuple[dict, dict]:
+    """Return (state_dict, config) of a checkpoint at a file:// or s3:// URI or a local path, or given as bytes."""
     from dataengine.storage import read_uri
 
     data = bytes(uri) if isinstance(uri, (bytes, bytearray)) else read_uri(str(uri))
     if isinstance(uri, (bytes, bytearray)):
         uri = "(bytes)"
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        raise CheckpointMismatch(f"checkpoint {uri}: not a loadable torch checkpoint ({exc})") from None
+    payload = load_payload(data, f"checkpoint {uri}")
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         return payload["model"], dict(payload.get("config") or {})
     if isinstance(payload, dict) and all(hasattr(v, "shape") for v in payload.values()):

@@ -18,8 +18,10 @@ class ModelResolutionError(LookupError):
 
 
 def model_key(name: str, version: str) -> str:
-    """Return the store key of a version's checkpoint."""
-    return f"models/{name}/{version}/model.pt"
+    """Return the store key of a version's checkpoint (name and version are one key segment each)."""
+    from dataengine.storage import check_segment
+
+    return f"models/{check_segment(name, 'model name')}/{check_segment(version, 'model version')}/model.pt"
 
 
 def register_model(store, catalog, name: str, version: str, checkpoint: bytes, card: dict | None = None,
@@ -27,9 +29,13 @@ def register_model(store, catalog, name: str, version: str, checkpoint: bytes, c
                    metrics: dict | None = None) -> dict:
     """Store a checkpoint and its card, register the version as a candidate; return its reference.
 
-    Registering the same bytes again is a no-op; other bytes under an existing version are refused.
+    Registering the same bytes again is a no-op; other bytes under an existing version are refused, and so
+    is a checkpoint that is not weights only (`UnsafeCheckpoint`: pickled code is never stored, let alone run).
     """
+    from dataengine.model.loading import read_checkpoint
+
     key = model_key(name, version)
+    read_checkpoint(checkpoint)  # refuses pickled objects and non-checkpoints before anything is written
     sha256 = hashlib.sha256(checkpoint).hexdigest()
     card = {**(card or {}), "name": name, "version": version, "parent": parent, "sha256": sha256,
             "training_snapshot": training_snapshot_key, "metrics": metrics or (card or {}).get("metrics", {})}
@@ -55,11 +61,9 @@ def reference(row, sha256: str) -> dict:
 
 def embedded_card(checkpoint: bytes) -> dict:
     """Return the card a checkpoint carries (`{"model", "config", "card"}` form), or {} when it has none."""
-    import io
+    from dataengine.model.loading import load_payload
 
-    import torch
-
-    payload = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    payload = load_payload(checkpoint)
     card = payload.get("card") if isinstance(payload, dict) else None
     return dict(card) if isinstance(card, dict) else {}
 

@@ -28,19 +28,41 @@ Submissions are validated before anything is stored and are stored once per clie
 Every route needs an authenticated annotator; an annotator acts only on tasks leased to them.
 """
 
+# The routes served without credentials, and why each may be: none holds or changes any data. Every other
+# route depends on `auth`; tests/test_access.py walks `app.routes` (standalone and in Airflow) and fails on a
+# route outside these lists that answers a request without credentials.
+PUBLIC_ROUTES = {
+    "/openapi.json": "the API's OpenAPI schema (no data)",
+    "/docs": "the schema's interactive page (no data; its calls need a token)",
+    "/docs/oauth2-redirect": "part of that page",
+    "/redoc": "the schema as reference documentation",
+    "/static/{name:path}": "the browser tool's scripts and styles (files shipped in the package)",
+}
+# The two pages are public when standalone, where they hold the sign-in form that asks for a token; inside
+# Airflow they need Airflow's login like the API (the UI's cookie carries it).
+PAGE_ROUTES = {"/": "the annotation tool's page", "/monitoring": "the monitoring page"}
+
+
+def public_routes(public_pages: bool = True) -> dict[str, str]:
+    """Return {route path: why it is public} for an app built with `public_pages`."""
+    return {**PUBLIC_ROUTES, **(PAGE_ROUTES if public_pages else {})}
+
+
 ERRORS = {401: {"description": "not authenticated"}, 403: {"description": "the task is not leased to you"},
           404: {"description": "no such task or batch"},
-          409: {"description": "lease expired or lost, or an unknown logits handle"},
+          409: {"description": "lease expired or lost, an unknown logits handle, or no model for the batch"},
           422: {"description": "invalid input; `detail` names the field and the problem"}}
 
 
 def create_app(store, catalog, auth: Callable[..., str], *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                service: AnnotationService | None = None, model_ref: str | None = None, ui: bool = True,
-               torch_threads: int | None = None, title: str = "Data engine annotation service") -> FastAPI:
+               torch_threads: int | None = None, title: str = "Data engine annotation service",
+               public_pages: bool = True) -> FastAPI:
     """Return the annotation service app over `store` and `catalog`; `auth` resolves the annotator's name.
 
     `ui=True` also mounts the browser tool when `dataengine.service.ui` provides `build_router(service, auth)`;
-    `torch_threads` sets torch's (process-wide) intra-op threads when the first model loads.
+    its pages need `auth` too unless `public_pages` (see `PAGE_ROUTES`). `torch_threads` sets torch's
+    (process-wide) intra-op threads when the first model loads.
     """
     if service is None:
         from dataengine.service.predictors import PredictorCache
@@ -125,11 +147,11 @@ def create_app(store, catalog, auth: Callable[..., str], *, lease_seconds: float
 
     app.include_router(api)
     if ui:
-        _mount_ui(app, service, auth)
+        _mount_ui(app, service, auth, public_pages)
     return app
 
 
-def _mount_ui(app: FastAPI, service: AnnotationService, auth) -> None:
+def _mount_ui(app: FastAPI, service: AnnotationService, auth, public_pages: bool) -> None:
     """Include the browser tool's routes when `dataengine.service.ui` exists (it is optional)."""
     try:
         module = importlib.import_module("dataengine.service.ui")
@@ -137,7 +159,7 @@ def _mount_ui(app: FastAPI, service: AnnotationService, auth) -> None:
         if exc.name != "dataengine.service.ui":
             raise
         return
-    app.include_router(module.build_router(service, auth))
+    app.include_router(module.build_router(service, auth, public_pages=public_pages))
 
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "public_routes", "PUBLIC_ROUTES", "PAGE_ROUTES"]

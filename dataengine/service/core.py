@@ -52,6 +52,12 @@ class InvalidInput(ServiceError):
     status = 422
 
 
+class NoModel(ServiceError):
+    """The batch has no model to predict with or to record (no manifest, no production version)."""
+
+    status = 409
+
+
 @dataclass
 class Prompt:
     """A prediction request: `points` [[x, y]], `labels` [1/0], optional XYXY `box`, optional low-res mask handle."""
@@ -101,16 +107,19 @@ class AnnotationService:
         if manifest and manifest.get("model"):
             ref = manifest["model"]
         else:
-            from dataengine.model.registry import resolve
+            from dataengine.model.registry import ModelResolutionError, resolve
 
-            ref = resolve(self.store, self.catalog, self.model_ref)
+            try:
+                ref = resolve(self.store, self.catalog, self.model_ref)
+            except ModelResolutionError as exc:
+                raise NoModel(f"batch {batch!r} names no model in a manifest and {exc}") from None
         with self._lock:
             self._batch_models[batch] = ref
         return ref
 
     def progress(self, batch: str, annotator: str) -> dict:
         """Return the batch's task counts, its effort so far, and the caller's own share."""
-        batches.check_batch_name(batch)
+        _check_batch(batch)
         progress = self.catalog.batch_progress(batch)
         if progress.total == 0:
             raise NotFoundError(f"batch {batch!r} has no tasks (not opened yet, or a wrong name)")
@@ -122,10 +131,7 @@ class AnnotationService:
     # leases -----------------------------------------------------------------------------------------------
     def claim(self, batch: str, annotator: str, lease_seconds: float | None = None) -> dict:
         """Lease the next claimable task of `batch` to `annotator`; say why when there is none."""
-        try:
-            batches.check_batch_name(batch)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
+        _check_batch(batch)
         seconds = self._lease(lease_seconds)
         task = self.catalog.claim_next_task(batch, annotator, lease_seconds=seconds)
         progress = self.catalog.batch_progress(batch)
@@ -332,6 +338,14 @@ class AnnotationService:
                 "strokes": submission.strokes, "stored_at": submission.masks_key, "replayed": replayed}
 
 
+def _check_batch(batch: str) -> None:
+    """Refuse a batch name that is not one (it becomes a store key segment) with a 422 naming it."""
+    try:
+        batches.check_batch_name(batch)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 def _progress_dict(progress) -> dict:
     return {"batch": progress.batch, "total": progress.total, "open": progress.open, "leased": progress.leased,
             "submitted": progress.submitted, "skipped": progress.skipped,
@@ -339,4 +353,4 @@ def _progress_dict(progress) -> dict:
 
 
 __all__ = ["AnnotationService", "Prompt", "ServiceError", "NotFoundError", "NotYourTask", "LeaseConflict",
-           "InvalidInput", "SKIP_CODES"]
+           "InvalidInput", "NoModel", "SKIP_CODES"]

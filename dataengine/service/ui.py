@@ -5,8 +5,9 @@
 - `GET /static/{file}`: their scripts and styles (plain ES modules and CSS, no build step);
 - `GET /api/monitoring`: the monitoring figures (`dataengine.monitoring.overview`), JSON;
 - `GET /api/monitoring/reports/{key}`: a saved run report (HTML or JSON, only keys under `runs/`).
-The pages and static files hold no data and need no login (the tool shows its sign-in form from them); every
-`/api/...` route depends on `auth` like the rest of the API. The pages get a `<base href>` of the app's root
+The pages and static files hold no data; standalone they need no login (the tool shows its sign-in form from
+them), inside Airflow the pages need Airflow's login (`public_pages=False`). Every `/api/...` route depends
+on `auth` like the rest of the API (the public routes are listed in `dataengine.service.app.PUBLIC_ROUTES`). The pages get a `<base href>` of the app's root
 path, so the same files work standalone (`/`) and mounted in Airflow (`/dataengine/`).
 """
 from __future__ import annotations
@@ -38,23 +39,25 @@ def static_file(name: str) -> tuple[bytes, str]:
     return path.read_bytes(), MEDIA_TYPES[path.suffix]
 
 
-def build_router(service, auth):
-    """Return the router of the tool's and the monitoring page's routes over an `AnnotationService`."""
+def build_router(service, auth, public_pages: bool = True):
+    """Return the router of the tool's and the monitoring page's routes over an `AnnotationService`
+    (the two pages depend on `auth` unless `public_pages`)."""
     from dataengine import monitoring
     from dataengine.storage import NotFound
 
     router = APIRouter()
     caller = Depends(auth)
     no_cache = {"Cache-Control": "no-cache"}
+    page_login = [] if public_pages else [caller]
 
     def page(name: str, request: Request) -> HTMLResponse:
         return HTMLResponse(page_html(name, request.scope.get("root_path", "")), headers=no_cache)
 
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=page_login)
     def annotation_tool(request: Request):
         return page("annotate", request)
 
-    @router.get("/monitoring", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/monitoring", response_class=HTMLResponse, include_in_schema=False, dependencies=page_login)
     def monitoring_page(request: Request):
         return page("monitoring", request)
 

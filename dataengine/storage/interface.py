@@ -11,6 +11,7 @@ retried writer never leaves a half-written object behind.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -36,12 +37,45 @@ class StoreError(RuntimeError):
     """Raised when the store cannot be reached or refuses an operation (after retries)."""
 
 
+# Percent-encoded dots, separators and NUL: stored literally here, but a proxy or server that decodes the key
+# once more would read `%2e%2e%2f` as `../`.
+_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+
+
+def key_problem(key) -> str | None:
+    """Return why `key` cannot address an object inside the store (its folder or prefix), or None when it can."""
+    if not isinstance(key, str) or not key:
+        return "empty or not a string"
+    if key.startswith("/"):
+        return "absolute (starts with '/')"
+    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+        return "holds a control character"
+    if "\\" in key:
+        return "holds a backslash (a path separator to some servers and tools)"
+    if _ENCODED.search(key):
+        return "holds a percent-encoded dot, separator or NUL (%2e, %2f, %5c, %00)"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "has an empty, '.' or '..' segment"
+    return None
+
+
 def check_key(key: str) -> str:
-    """Return `key` without a leading slash; raise `ValueError` unless it is a relative path of real names."""
-    key = key.lstrip("/")
-    if not key or any(part in ("", ".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid object key {key!r}: expected a relative path like 'images/abc.jpg'")
+    """Return `key` if it is a relative path of real names; raise `ValueError` saying why not.
+
+    Keys are often built from user input (gold set, batch and model names, report paths), so nothing that
+    could leave the store's folder or prefix passes: see `key_problem`."""
+    problem = key_problem(key)
+    if problem:
+        raise ValueError(f"invalid object key {key!r}: {problem}; expected a relative path like 'images/abc.jpg'")
     return key
+
+
+def check_segment(name: str, what: str = "name") -> str:
+    """Return `name` if it can be one segment of a key (a gold set, a model version...); else `ValueError`."""
+    problem = key_problem(name) or ("holds a '/'" if "/" in name else None)
+    if problem:
+        raise ValueError(f"invalid {what} {name!r}: {problem}; expected one name like 'demo-gold'")
+    return name
 
 
 class ObjectStore:
@@ -130,4 +164,4 @@ class ObjectStore:
         return json.loads(self.get_bytes(key))
 
 
-__all__ = ["NotFound", "StoreError", "ObjectStore", "check_key", "STREAM_CHUNK"]
+__all__ = ["NotFound", "StoreError", "ObjectStore", "check_key", "check_segment", "key_problem", "STREAM_CHUNK"]
