@@ -33,10 +33,11 @@ def register_tiny_model(store, catalog) -> dict:
     return resolve(store, catalog, "sam_tiny")
 
 
-def build_engine(home: Path, scenes: int = 3, seed: int = 910_000) -> dict:
+def build_engine(home: Path, scenes: int = 3, seed: int = 910_000, db_url: str | None = None) -> dict:
     """Return {store, catalog, model, images, truth} over `home`: synthetic scenes ingested, embeddings cached.
 
-    `truth[image_id]` is the scene's SA-1B record (its exact instance masks), from the side-car file.
+    `truth[image_id]` is the scene's SA-1B record (its exact instance masks), from the side-car file. The
+    catalog is SQLite under `home` unless `db_url` names another database.
     """
     from dataengine.catalog import open_catalog
     from dataengine.ingest import ingest
@@ -46,7 +47,7 @@ def build_engine(home: Path, scenes: int = 3, seed: int = 910_000) -> dict:
     from dataengine.synth import write_scenes
 
     home.mkdir(parents=True, exist_ok=True)
-    store, catalog = open_store((home / "store").as_uri()), open_catalog(f"sqlite:///{home / 'catalog.db'}")
+    store, catalog = open_store((home / "store").as_uri()), open_catalog(db_url or f"sqlite:///{home / 'catalog.db'}")
     model = register_tiny_model(store, catalog)
     write_scenes(home / "scenes", scenes, seed=seed)
     images = sorted(ingest(str(home / "scenes"), store, catalog, run_id="browser-tests").image_ids)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 
-SECONDS_PER_READER = 12
+SECONDS_PER_READER = 10
 pytestmark = pytest.mark.timeout(300)
 
 

@@ -8,7 +8,7 @@ applies them (no alembic.ini needed). Methods return detached ORM rows (`schema.
 """
 from __future__ import annotations
 
-from dataengine.catalog.database import CatalogDatabase, CatalogError, head_revision, make_engine
+from dataengine.catalog.database import CatalogDatabase, CatalogError, CatalogUnavailable, head_revision, make_engine
 from dataengine.catalog.images import ImageRecords
 from dataengine.catalog.registry import ModelRegistry, ModelVersionNotFound
 from dataengine.catalog.runs import RunRecords
@@ -33,7 +33,8 @@ def open_catalog(url: str | None = None, *, migrate: bool = True) -> Catalog:
     return catalog
 
 
-__all__ = ["Catalog", "open_catalog", "CatalogError", "LeaseLost", "TaskNotFound", "ModelVersionNotFound",
-           "BatchProgress", "DEFAULT_LEASE_SECONDS", "stage_name", "task_id_for", "head_revision", "make_engine",
+__all__ = ["Catalog", "open_catalog", "CatalogError", "CatalogUnavailable", "LeaseLost", "TaskNotFound",
+           "ModelVersionNotFound", "BatchProgress", "DEFAULT_LEASE_SECONDS", "stage_name", "task_id_for",
+           "head_revision", "make_engine",
            "Image", "QuarantineEntry", "AnnotationTask", "Submission", "ModelVersion", "ModelEvent", "Release",
            "AuditItem", "StageRun", "utcnow"]

@@ -20,6 +20,11 @@ class CatalogError(RuntimeError):
     """A catalog operation that cannot be done as asked (the message says what and why)."""
 
 
+class CatalogUnavailable(RuntimeError):
+    """The catalog database could not be reached or dropped the connection; the transaction was rolled back,
+    so the operation can be retried as it is once the database is back."""
+
+
 def make_engine(url: str) -> Engine:
     """Return an engine for `url`: SQLite in WAL mode with a busy timeout and foreign keys, or a server DB."""
     parsed = make_url(url)
@@ -94,8 +99,15 @@ class CatalogDatabase:
 
         `write=False` for read-only work: on SQLite it then does not take the write lock.
         """
-        with (self._write_sessions if write else self._read_sessions)() as session, session.begin():
-            yield session
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        try:
+            with (self._write_sessions if write else self._read_sessions)() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CatalogUnavailable(f"catalog database {self._safe_url()} is unavailable ({reason}); nothing of "
+                                     "this operation was written: retry once the database answers again") from exc
 
     def migrate(self) -> str:
         """Apply every pending migration (idempotent, safe with concurrent callers); return the revision."""
@@ -124,5 +136,8 @@ class CatalogDatabase:
     def __exit__(self, *exc) -> None:
         self.dispose()
 
+    def _safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)!r})"
+        return f"{type(self).__name__}({self._safe_url()!r})"

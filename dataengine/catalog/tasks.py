@@ -36,6 +36,12 @@ def stage_name(stage: int | str) -> str:
     return f"stage{text}" if text.isdigit() else text
 
 
+def _storable_id(value) -> bool:
+    """Whether `value` can be a row's id at all: a string without NUL (PostgreSQL refuses NUL in text, so a
+    lookup with one would fail instead of finding nothing)."""
+    return isinstance(value, str) and "\x00" not in value
+
+
 def task_id_for(stage: int | str, batch: str, image_id: str, replica: int) -> str:
     """Return the deterministic id of a task, so opening the same tasks again creates nothing new."""
     identity = "\x1f".join([stage_name(stage), batch, image_id, str(int(replica))])
@@ -209,12 +215,16 @@ class AnnotationQueue:
                             f"{f' (assignee {current.assignee})' if current.assignee else ''}")
 
     def get_task(self, task_id: str) -> AnnotationTask | None:
-        """Return the task or None."""
+        """Return the task or None (also for an id no database could hold, such as one with a NUL)."""
+        if not _storable_id(task_id):
+            return None
         with self.session(write=False) as session:
             return session.get(AnnotationTask, task_id)
 
     def get_submission(self, submission_id: str) -> Submission | None:
-        """Return the submission or None."""
+        """Return the submission or None (also for an id no database could hold)."""
+        if not _storable_id(submission_id):
+            return None
         with self.session(write=False) as session:
             return session.get(Submission, submission_id)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class RLE(BaseModel):
@@ -144,7 +144,14 @@ class SubmissionView(BaseModel):
 class SkipRequest(BaseModel):
     code: Literal["mask_over_30s", "no_objects", "bad_image", "other"] = Field(
         description="mask_over_30s: the paper's rule, move on once a mask took over 30 s")
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=2000, description="free text (no NUL characters)")
+
+    @field_validator("reason")
+    @classmethod
+    def _no_nul(cls, reason: str | None) -> str | None:
+        if reason is not None and "\x00" in reason:
+            raise ValueError("the reason must not contain NUL characters")
+        return reason
 
 
 class SkipView(BaseModel):
