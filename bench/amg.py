@@ -89,8 +89,9 @@ def load_bench_model(checkpoint: str | None):
     with torch.no_grad():   # spread the random logits and IoU scores so that thresholds select something
         for mlp in model.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(25)
-        model.mask_decoder.iou_prediction_head.layers[-1].weight.mul_(4)
-        model.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.5)
+        head = getattr(model.mask_decoder, "iou_prediction_head", None) or model.mask_decoder.mask_score_head
+        head.layers[-1].weight.mul_(4)
+        head.layers[-1].bias.add_(0.5)
     return model, "sam_tiny UNTRAINED (random weights, seed 0): no trained checkpoint found", False
 
 

@@ -27,7 +27,7 @@ def step_seconds(sam, batch, settings, optimizer, bf16: bool, seed: int) -> floa
 
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss, _ = interactive_loss(sam, *batch, settings, [0, seed, 1])
+        loss, _ = interactive_loss(sam, batch, settings, [0, seed, 1])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -192,9 +192,34 @@ def scene_size(rng, long_side: int | None):
     return (long_side, short) if rng.random() < 0.5 else (short, long_side)
 
 
-def render_scene(seed: int, long_side: int | None = None, domain: str = "shapes") -> Scene:
+def _filler(rng, seed: int, photo_share: float):
+    """Return fill(h, w, scale) -> (h, w, 3) float32: the procedural texture of `rng`, replaced with
+    probability `photo_share` by a crop of a real photograph (drawn from a second generator of the seed, so the
+    shapes and masks of a scene are the same whatever the share)."""
+    import numpy as np
+
+    if not 0.0 <= photo_share <= 1.0:
+        raise ValueError(f"photo_share {photo_share}: expected a share between 0 and 1")
+    photo_rng = np.random.default_rng([seed, 7]) if photo_share > 0 else None
+
+    def fill(h: int, w: int, scale: float):
+        texture = _texture(rng, h, w, scale)
+        if photo_rng is not None and photo_rng.random() < photo_share:
+            from dataengine.photos import photo_crop
+
+            return photo_crop(photo_rng, h, w)
+        return texture
+
+    fill.photo_rng = photo_rng
+    return fill
+
+
+def render_scene(seed: int, long_side: int | None = None, domain: str = "shapes", photo_share: float = 0.0
+                 ) -> Scene:
     """Return the scene of `seed` in `domain` (see DOMAINS); `long_side` renders directly at that long side
-    (training), else 320..640 px per side."""
+    (training), else 320..640 px per side. `photo_share` ("shapes" only): the share of objects, parts and
+    backgrounds filled with crops of real photographs (`dataengine.photos`) instead of procedural textures;
+    the masks do not depend on it."""
     import numpy as np
 
     if domain not in DOMAINS:
@@ -203,7 +228,12 @@ def render_scene(seed: int, long_side: int | None = None, domain: str = "shapes"
     h, w = scene_size(rng, long_side)
     if domain == "cells":
         return _render_cells(rng, h, w)
+    fill = _filler(rng, seed, photo_share)
     image = _background(rng, h, w)
+    if fill.photo_rng is not None and fill.photo_rng.random() < photo_share:
+        from dataengine.photos import photo_crop
+
+        image = 0.25 * image + 0.75 * photo_crop(fill.photo_rng, h, w)
     masks: list = []
     kinds: list[str] = []
     n_objects = int(rng.integers(OBJECTS_RANGE[0], OBJECTS_RANGE[1] + 1))
@@ -222,11 +252,11 @@ def render_scene(seed: int, long_side: int | None = None, domain: str = "shapes"
         for m in masks:  # occlusion: the new object hides what it covers
             m &= ~shape
         scale = float(np.sqrt(shape.sum()))
-        _paint(image, shape, lambda hh, ww: _texture(rng, hh, ww, scale))
+        _paint(image, shape, lambda hh, ww: fill(hh, ww, scale))
         masks.append(shape)
         kinds.append(kind)
         if scale > 14 and rng.random() < PART_PROBABILITY:
-            _add_parts(rng, image, masks, kinds, len(masks) - 1, depth=1)
+            _add_parts(rng, image, masks, kinds, len(masks) - 1, depth=1, fill=fill)
     return _keep_visible(_finish_image(rng, image), masks, kinds)
 
 
@@ -299,7 +329,7 @@ def _render_cells(rng, h: int, w: int) -> Scene:
     return _keep_visible(_finish_image(rng, image), masks, kinds)
 
 
-def _add_parts(rng, image, masks: list, kinds: list, whole_index: int, depth: int) -> None:
+def _add_parts(rng, image, masks: list, kinds: list, whole_index: int, depth: int, fill) -> None:
     """Draw 1-2 visible parts inside `masks[whole_index]` (each may get a subpart); append their masks in place.
 
     A part hides the masks drawn after its whole (its siblings and their subparts) but stays inside its whole and
@@ -320,11 +350,11 @@ def _add_parts(rng, image, masks: list, kinds: list, whole_index: int, depth: in
         for m in masks[whole_index + 1:]:
             m &= ~shape
         scale = float(np.sqrt(shape.sum()))
-        _paint(image, shape, lambda hh, ww: _texture(rng, hh, ww, scale))
+        _paint(image, shape, lambda hh, ww: fill(hh, ww, scale))
         masks.append(shape)
         kinds.append(("part:" if depth == 1 else "subpart:") + kind)
         if depth == 1 and scale > 10 and rng.random() < 0.5:
-            _add_parts(rng, image, masks, kinds, len(masks) - 1, depth=2)
+            _add_parts(rng, image, masks, kinds, len(masks) - 1, depth=2, fill=fill)
 
 
 def _finish_image(rng, image):

@@ -20,7 +20,8 @@ from dataengine.amg import PRESETS, MaskGenerator, match_records, resolve_settin
 # to the default TINY_CONFIG do not move the score distribution under the tests. `test_default_sam_tiny_...`
 # covers the current default configuration.
 PINNED_TINY = {"img_size": 256, "stride": 8, "embed_dim": 128, "widths": [32, 64, 96, 128], "decoder_depth": 2,
-               "decoder_heads": 4, "decoder_mlp_dim": 512, "iou_head_hidden_dim": 128, "click_sigma": 0.0}
+               "decoder_heads": 4, "decoder_mlp_dim": 512, "iou_head_hidden_dim": 128, "click_sigma": 0.0,
+               "iou_head": "token", "instance_dim": 0}
 
 
 def seeded_tiny_model(seed: int = 0, config: dict | None = PINNED_TINY):
@@ -32,8 +33,9 @@ def seeded_tiny_model(seed: int = 0, config: dict | None = PINNED_TINY):
     with torch.no_grad():
         for mlp in model.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(25)
-        model.mask_decoder.iou_prediction_head.layers[-1].weight.mul_(4)
-        model.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.5)
+        head = getattr(model.mask_decoder, "iou_prediction_head", None) or model.mask_decoder.mask_score_head
+        head.layers[-1].weight.mul_(4)
+        head.layers[-1].bias.add_(0.5)
     return model
 
 

@@ -214,3 +214,66 @@ def test_checkpoints_from_before_click_maps_still_load(tmp_path):
     new = tiny(seed=5)
     raw = save(new.state_dict(), tmp_path / "raw.pt")                 # a raw state dict with click maps
     assert same_weights(load_model("sam_tiny", checkpoint=str(raw), device="cpu"), new)
+
+
+def test_mask_aware_iou_agrees_across_predictor_generator_and_training_paths():
+    """The default sam_tiny scores its masks with MaskAwareDecoder: the official predictor's path
+    (MaskDecoder.forward -> predict_masks), the generator's PointDecoder and the training decode give the same
+    masks and predicted IoUs for the same single-point prompts."""
+    import numpy as np
+    from segment_anything import SamPredictor
+
+    from dataengine.model.decoding import PointDecoder
+    from dataengine.model.tiny import build_sam_tiny
+    from dataengine.model.training import decode
+
+    torch.manual_seed(3)
+    model = build_sam_tiny().eval()
+    assert hasattr(model.mask_decoder, "score_masks") and not hasattr(model.mask_decoder, "iou_prediction_head")
+    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    points = np.array([[40.0, 30.0], [100.0, 80.0], [150.0, 10.0]])
+    model_points = torch.as_tensor(predictor.transform.apply_coords(points, image.shape[:2]), dtype=torch.float64)
+    labels = torch.ones(len(points), 1, dtype=torch.int)
+    with torch.no_grad():
+        official_masks, official_iou, official_low = predictor.predict_torch(
+            model_points[:, None].float(), labels, multimask_output=True, return_logits=True)
+        decoder = PointDecoder(model)
+        decoder.set_features(predictor.features)
+        decoded = decoder.decode(decoder.embed_points(model_points), model_points)
+        sparse, dense = model.prompt_encoder(points=(model_points[:, None].float(), labels), boxes=None, masks=None)
+        low, iou = decode(model, predictor.features.expand(len(points), -1, -1, -1),
+                          model.prompt_encoder.get_dense_pe(), sparse, dense)
+    assert torch.allclose(decoded.iou, official_iou, atol=1e-5)
+    assert torch.allclose(iou[:, 1:], official_iou, atol=1e-5)
+    assert torch.allclose(decoded.low_res, official_low, atol=1e-4)
+    index = torch.tensor([0, 1, 2])
+    assert torch.allclose(decoder.mask_logits(decoded, index, index), official_low[index, index], atol=1e-4)
+
+
+def test_mask_aware_score_reads_the_mask_and_the_token_head_does_not():
+    from dataengine.model.tiny import build_sam_tiny
+
+    torch.manual_seed(1)
+    aware = build_sam_tiny().mask_decoder
+    b, k, c = 2, 3, aware.transformer_dim
+    tokens, mask_tokens, image = torch.randn(b, c), torch.randn(b, k, c), torch.randn(b, c, 32, 32)
+    masks = torch.randn(b, k, 128, 128)
+    with torch.no_grad():
+        first = aware.score_masks(tokens, mask_tokens, image, masks)
+        moved = aware.score_masks(tokens, mask_tokens, image, masks.roll(40, dims=-1))
+    assert first.shape == (b, k) and not torch.allclose(first, moved)
+
+
+def test_checkpoints_from_before_the_mask_aware_head_still_load(tmp_path):
+    """v0s written before `iou_head` and `instance_dim` existed load as the token-head architecture."""
+    from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
+
+    config = {k: v for k, v in TINY_CONFIG.items() if k not in ("iou_head", "instance_dim")}
+    torch.manual_seed(6)
+    old = build_sam_tiny({**config, "iou_head": "token", "instance_dim": 0})
+    path = save({"model": old.state_dict(), "config": config}, tmp_path / "old.pt")
+    loaded = load_model("sam_tiny", checkpoint=str(path), device="cpu")
+    assert hasattr(loaded.mask_decoder, "iou_prediction_head") and same_weights(loaded, old)
+    assert not hasattr(loaded.image_encoder, "instance_head")

@@ -107,3 +107,30 @@ def test_cells_domain_is_deterministic_with_nuclei_inside_their_cells(tmp_path):
     assert len(record["annotations"]) == len(a.masks)
     with pytest.raises(ValueError, match="unknown scene domain 'dogs'"):
         synth.render_scene(1, domain="dogs")
+
+
+def test_photo_textures_change_the_pixels_and_keep_the_masks():
+    from dataengine.photos import HELD_OUT_PHOTOS, TEXTURE_PHOTOS
+
+    plain = synth.render_scene(11, long_side=256)
+    photo = synth.render_scene(11, long_side=256, photo_share=0.8)
+    assert np.array_equal(plain.masks, photo.masks) and plain.kinds == photo.kinds
+    assert np.abs(plain.image.astype(int) - photo.image.astype(int)).mean() > 5
+    again = synth.render_scene(11, long_side=256, photo_share=0.8)
+    assert np.array_equal(photo.image, again.image)                      # deterministic by seed
+    assert not set(HELD_OUT_PHOTOS) & set(TEXTURE_PHOTOS)               # never the photographs we are judged on
+    with pytest.raises(ValueError, match="photo_share"):
+        synth.render_scene(11, long_side=256, photo_share=1.5)
+
+
+def test_instance_map_labels_whole_objects_and_not_their_parts():
+    from dataengine.model.training.data import instance_map
+
+    scene = next(s for s in (synth.render_scene(seed, long_side=256) for seed in range(40))
+                 if any(k.startswith("part:") for k in s.kinds))
+    ids = instance_map(scene.masks, scene.kinds)
+    wholes = [m for m, k in zip(scene.masks, scene.kinds) if ":" not in k]
+    assert ids.max() == len(wholes)
+    for k, mask in enumerate(wholes, start=1):
+        assert np.array_equal(ids == k, mask)                            # parts are inside their whole's label
+    assert (ids == 0).sum() == (~np.any(np.stack(wholes), 0)).sum()

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="fit the run into this wall-clock budget on this machine: measure its step times first "
                         "and take as many of the recipe's steps as fit (default 60; 0: the fixed recipe, "
                         "BOOTSTRAP_PHASES, as the shipped v0 was trained)")
+    b.add_argument("--threads", type=int, help="torch threads of this segment (default: the recipe's 2; 1 is "
+                                               "faster on a machine busy with other work)")
     b.set_defaults(func=run_bootstrap)
 
 
@@ -67,7 +69,7 @@ def run_bootstrap(args) -> int:
 
     budget = 0.0 if args.steps else 60 * args.time_budget_minutes   # explicit steps replace the budget
     card = bootstrap(args.out, state, log=log, steps=args.steps, time_limit_s=60 * args.time_limit_minutes,
-                     time_budget_s=budget)
+                     time_budget_s=budget, threads=args.threads)
     print(json.dumps(card["metrics"], indent=2))
     print(f"wrote {args.out}")
     return 0

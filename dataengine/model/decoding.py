@@ -9,7 +9,9 @@ learned layer), rearranged for the automatic generator:
   computed once per image instead of once per prompt;
 - the IoU head needs only the transformer's output tokens, so predicted IoU is known before any mask is
   upscaled: `PointDecoder.mask_logits` upscales only the (prompt, mask) pairs that pass the IoU filter, and
-  only the three multimask tokens are ever used.
+  only the three multimask tokens are ever used. A decoder whose IoU head reads the masks (`sam_tiny`'s
+  `MaskAwareDecoder.score_masks`) needs every multimask output first: `decode` then upscales them all and
+  keeps the logits for `mask_logits`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class DecodedPrompts(NamedTuple):
     iou: "object"
     mask_tokens: "object"
     image_tokens: "object"
+    low_res: "object" = None     # (B, 3, 4h, 4w) logits, when the IoU head needed them (mask-aware decoders)
 
 
 def _split_heads(x, heads: int):
@@ -115,8 +118,17 @@ class PointDecoder:
         keyed = keys + key_pe
         attn_out = _attend(final, final.q_proj(queries + tokens), final.k_proj(keyed), final.v_proj(keys))
         queries = self.transformer.norm_final_attn(queries + attn_out)
-        iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:]
-        return DecodedPrompts(iou, queries[:, 2:1 + dec.num_mask_tokens, :], keys)
+        mask_tokens = queries[:, 2:1 + dec.num_mask_tokens, :]
+        if not hasattr(dec, "score_masks"):
+            return DecodedPrompts(dec.iou_prediction_head(queries[:, 0, :])[:, 1:], mask_tokens, keys)
+        c, h, w = shared["size"]
+        image_tokens = keys.transpose(1, 2).reshape(len(keys), c, h, w)
+        upscaled = dec.output_upscaling(image_tokens)                           # (B, C/8, 4h, 4w)
+        hyper = torch.stack([dec.output_hypernetworks_mlps[j + 1](mask_tokens[:, j]) for j in range(3)], 1)
+        b, ch, hh, ww = upscaled.shape
+        low_res = (hyper.to(upscaled.dtype) @ upscaled.reshape(b, ch, hh * ww)).reshape(b, 3, hh, ww)
+        iou = dec.score_masks(queries[:, 0, :], mask_tokens, image_tokens, low_res)
+        return DecodedPrompts(iou, mask_tokens, keys, low_res)
 
     def _first_block(self, tokens, click=None):
         """The first `TwoWayAttentionBlock` (no PE on its self-attention) with the image side shared.
@@ -146,6 +158,8 @@ class PointDecoder:
         """Return (n, h_low, w_low) low-resolution logits of the chosen (prompt, mask) pairs (mask in 0..2)."""
         import torch
 
+        if decoded.low_res is not None:
+            return decoded.low_res[prompt_index, mask_index]
         c, h, w = self._shared["size"]
         dec = self.decoder
         prompts, inverse = torch.unique(prompt_index, return_inverse=True)

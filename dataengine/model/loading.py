@@ -99,13 +99,21 @@ def load_state_dict_strictly(model, state_dict: dict, source: str = "checkpoint"
 
 def checkpoint_config(state_dict: dict, config: dict) -> dict:
     """Return the `sam_tiny` config to rebuild a checkpoint's architecture: its own config, where checkpoints
-    written before click maps existed (the first shipped v0s: no `click_sigma` key) get none."""
-    if "click_sigma" in config:
-        return dict(config)
+    written before a config key existed get the architecture their weights show (the first shipped v0s have no
+    `click_sigma`; v0s before the mask-aware IoU head have no `iou_head` nor `instance_dim`)."""
     from dataengine.model.tiny import TINY_CONFIG
 
-    has_maps = "prompt_encoder.click_embed.weight" in state_dict
-    return {**config, "click_sigma": TINY_CONFIG["click_sigma"] if has_maps else 0.0}
+    config = dict(config)
+    if "click_sigma" not in config:
+        has_maps = "prompt_encoder.click_embed.weight" in state_dict
+        config["click_sigma"] = TINY_CONFIG["click_sigma"] if has_maps else 0.0
+    if "iou_head" not in config:
+        config["iou_head"] = "token" if "mask_decoder.iou_prediction_head.layers.0.weight" in state_dict \
+            else "mask_aware"
+    if "instance_dim" not in config:
+        weight = state_dict.get("image_encoder.instance_head.proj.2.weight")
+        config["instance_dim"] = int(weight.shape[0]) if weight is not None else 0
+    return config
 
 
 def load_model(name: str, checkpoint: str | None = None, device=None):

@@ -19,7 +19,10 @@ TINY_CONFIG = {
     "decoder_mlp_dim": 512,
     "iou_head_hidden_dim": 128,
     "click_sigma": 1.0,     # > 0: point prompts are also drawn into the dense embedding (ClickMapPromptEncoder)
+    "iou_head": "mask_aware",   # "token": SAM's IoU head (IoU token only); "mask_aware": MaskAwareDecoder
+    "instance_dim": 16,     # > 0: a training-only instance-embedding head on the encoder (InstanceHead)
 }
+MASK_SCALARS = 4            # scalar summaries of a mask the mask-aware IoU head reads (see MaskAwareDecoder)
 
 
 def _encoder_class():
@@ -122,6 +125,92 @@ def _click_map_encoder_class():
     return ClickMapPromptEncoder
 
 
+def _mask_aware_decoder_class():
+    import torch
+    import torch.nn.functional as F
+    from segment_anything.modeling import MaskDecoder
+    from segment_anything.modeling.mask_decoder import MLP
+
+    class MaskAwareDecoder(MaskDecoder):
+        """The official mask decoder whose IoU prediction looks at the masks it scores.
+
+        SAM predicts IoU from the IoU token alone; trained from scratch on a CPU budget that token predicts
+        nearly the same value for the three candidates whatever was clicked, so the chosen first mask was
+        0.12-0.16 IoU below the best of the three (docs/benchmarks.md, fifth session). Here each mask's score
+        reads, besides the IoU and mask tokens, the final image tokens pooled inside and outside the mask (the
+        mask's probabilities, detached, average-pooled to the token grid) and four scalars of its logits (area,
+        soft area, stability, boundary sharpness), so it can tell a mask that follows edges from one that does
+        not. Masks are computed exactly as in `MaskDecoder.predict_masks`; only `iou_prediction_head` is
+        replaced by `mask_score_head`."""
+
+        def __init__(self, *args, iou_head_hidden_dim: int, **kwargs):
+            super().__init__(*args, iou_head_hidden_dim=iou_head_hidden_dim, **kwargs)
+            del self.iou_prediction_head
+            c = self.transformer_dim
+            self.mask_score_head = MLP(4 * c + MASK_SCALARS, iou_head_hidden_dim, 1, 3)
+
+        def score_masks(self, iou_token_out, mask_tokens_out, image_tokens, masks):
+            """Return (B, K) predicted IoUs of masks (B, K, H, W) logits, from the IoU token (B, C), the mask
+            tokens (B, K, C) and the final image tokens (B, C, h, w)."""
+            b, k = masks.shape[:2]
+            logits = masks.detach().float()
+            prob = logits.sigmoid()
+            h, w = image_tokens.shape[-2:]
+            pooled = F.adaptive_avg_pool2d(prob, (h, w)).flatten(2)              # (B, K, hw)
+            tokens = image_tokens.flatten(2).float()                             # (B, C, hw)
+            inside = torch.einsum("bkn,bcn->bkc", pooled, tokens) / (pooled.sum(-1, keepdim=True) + 1e-3)
+            rest = 1 - pooled
+            outside = torch.einsum("bkn,bcn->bkc", rest, tokens) / (rest.sum(-1, keepdim=True) + 1e-3)
+            flat = logits.flatten(2)
+            area = (flat > 0).float().mean(-1)
+            soft = prob.flatten(2).mean(-1)
+            stability = (flat > 1).float().sum(-1) / (flat > -1).float().sum(-1).clamp(min=1)
+            edge = (prob * (1 - prob)).flatten(2).mean(-1) / (soft + 1e-3)
+            scalars = torch.stack([torch.log(area + 1e-4), torch.log(soft + 1e-4), stability, edge], -1)
+            features = torch.cat([iou_token_out.float()[:, None].expand(-1, k, -1), mask_tokens_out.float(),
+                                  inside, inside - outside, scalars], -1)
+            return self.mask_score_head(features.to(mask_tokens_out.dtype)).squeeze(-1)
+
+        def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+            """`MaskDecoder.predict_masks` with the mask-aware score: returns (B, 4, H, W) logits, (B, 4) IoUs."""
+            output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+            output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+            tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+            src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense_prompt_embeddings
+            pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+            b, c, h, w = src.shape
+            hs, src = self.transformer(src, pos_src, tokens)
+            mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens, :]
+            src = src.transpose(1, 2).reshape(b, c, h, w)
+            upscaled = self.output_upscaling(src)
+            hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
+                                 for i in range(self.num_mask_tokens)], dim=1)
+            _, uc, uh, uw = upscaled.shape
+            masks = (hyper @ upscaled.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+            return masks, self.score_masks(hs[:, 0, :], mask_tokens_out, src, masks)
+
+    return MaskAwareDecoder
+
+
+def _instance_head_class():
+    from torch import nn
+
+    class InstanceHead(nn.Module):
+        """Training-only head on the image embedding: (B, C, h, w) -> (B, D, h, w) per-token instance
+        embeddings, trained with a discriminative loss (tokens of one object close, of different objects apart:
+        `training.losses.discriminative_loss`), which shapes the encoder from every object of an image at once.
+        Inference never calls it."""
+
+        def __init__(self, embed_dim: int, dim: int):
+            super().__init__()
+            self.proj = nn.Sequential(nn.Conv2d(embed_dim, embed_dim, 1), nn.GELU(), nn.Conv2d(embed_dim, dim, 1))
+
+        def forward(self, embedding):
+            return self.proj(embedding)
+
+    return InstanceHead
+
+
 def build_sam_tiny(config: dict | None = None):
     """Return an untrained `segment_anything.modeling.Sam` with the `sam_tiny` configuration."""
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -135,10 +224,13 @@ def build_sam_tiny(config: dict | None = None):
         prompt_encoder = _click_map_encoder_class()(**prompt_args, click_sigma=cfg["click_sigma"])
     else:
         prompt_encoder = PromptEncoder(**prompt_args)
+    if cfg.get("instance_dim", 0) > 0:
+        encoder.instance_head = _instance_head_class()(cfg["embed_dim"], cfg["instance_dim"])
+    decoder_class = _mask_aware_decoder_class() if cfg.get("iou_head", "token") == "mask_aware" else MaskDecoder
     sam = Sam(
         image_encoder=encoder,
         prompt_encoder=prompt_encoder,
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=cfg["decoder_depth"], embedding_dim=cfg["embed_dim"],
                                           mlp_dim=cfg["decoder_mlp_dim"], num_heads=cfg["decoder_heads"]),

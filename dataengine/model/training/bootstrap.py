@@ -9,15 +9,20 @@ from dataengine.model.training.data import SyntheticScenes
 from dataengine.model.training.loop import train
 from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNTH_TRAIN_SEED_BASE, TrainSettings
 
-# The shipped v0 run (docs/model.md): 54 minutes on this project's 2-core machine (2 torch threads plus one data
-# worker): 400 first-prompt-only steps (0.9 s each) while the model learns to localise a click, then 1400 steps of
-# 6 rounds (1.8-2.1 s each). A single phase; the list form lets a later run add a warm restart.
+# The bootstrap recipe (docs/model.md, "The bootstrap run"): about 8 hours on this project's 2-core machine, run
+# in segments across working days (`make bootstrap-model` resumes it from training/bootstrap/). Against the
+# recipe of the earlier v0s (1800 steps, 12 masks per image, cosine over 1 hour): 16 masks per image (more
+# supervision per encoder pass), a discriminative instance-embedding loss on the encoder over every whole
+# object of each image, half of the textures cut from real photographs, a moving average of the weights (what
+# every checkpoint gets, so a segment can stop anywhere), the scaling curve kept at 15..480 trained minutes, and
+# a held-out check every 100 steps. 300 first-prompt-only steps while the model learns to localise a click.
 BOOTSTRAP_PHASES: list[dict] = [
-    {"steps": 1800, "images_per_step": 2, "masks_per_image": 12, "rounds": 6, "grad_rounds": "first_last_random",
+    {"steps": 7000, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
      "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
      "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
-     "checkpoint_every": 100, "heldout_every": 0, "heldout_images": 16, "num_workers": 1, "threads": 2,
-     "time_limit_s": 0.0, "first_click_only_steps": 400, "lr_horizons": []},
+     "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
+     "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [], "instance_weight": 0.5,
+     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [15, 30, 60, 120, 240, 480]},
 ]
 BOOTSTRAP = BOOTSTRAP_PHASES[0]
 
@@ -33,8 +38,8 @@ def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
 
 
 def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None, time_limit_s: float = 0.0,
-              time_budget_s: float = 0.0, config: dict | None = None, phases: list[TrainSettings] | None = None
-              ) -> dict:
+              time_budget_s: float = 0.0, config: dict | None = None, phases: list[TrainSettings] | None = None,
+              threads: int | None = None) -> dict:
     """Train `sam_tiny` v0 from scratch on synthetic scenes, phase after phase (each resumable from its state file:
     `state_path`, then `state_path.phase2`, ...); write it to `out_uri` with its card; return the card.
 
@@ -68,8 +73,11 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
             settings.steps = steps
             settings.first_click_only_steps = min(settings.first_click_only_steps, steps // 4)
         settings.time_limit_s = time_limit_s
+        if threads:   # how many cores this segment may use; the steps do not depend on it
+            settings.threads = threads
         phase_state = state_path if i == 0 else f"{state_path}.phase{i + 1}"
-        data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings))
+        data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings),
+                               photo_share=settings.photo_share)
         last = i == len(phases) - 1
         log(f"phase {i + 1}/{len(phases)}: {settings.steps} steps, state {phase_state}")
         result = train(sam, data, settings, phase_state, heldout=heldout if last else None, log=log)

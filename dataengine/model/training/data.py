@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from dataengine.model.training.settings import SYNTH_TRAIN_SEED_BASE
 
@@ -16,6 +17,23 @@ class Sample:
     image: "object"
     masks: "object"
     name: str = ""
+    instances: "object" = None    # (h, w) int32: 0 background, k the k-th whole object (synthetic scenes only)
+
+
+def instance_map(masks, kinds) -> "object":
+    """Return the (H, W) int32 map of a scene's whole objects (0: background, k: the k-th whole) from its masks
+    (N, H, W) bool and their kinds (parts, "part:..." / "subpart:...", lie inside their whole and are skipped;
+    the visible masks of whole objects are disjoint)."""
+    import numpy as np
+
+    out = np.zeros(masks.shape[1:], np.int32)
+    k = 0
+    for mask, kind in zip(masks, kinds):
+        if ":" in kind:
+            continue
+        k += 1
+        out[mask] = k
+    return out
 
 
 def to_frame(image, masks, img_size: int) -> Sample:
@@ -38,8 +56,8 @@ def to_frame(image, masks, img_size: int) -> Sample:
 class SyntheticScenes:
     """Map-style dataset of synthetic scenes rendered at the model frame: item i is the scene of seed base + i."""
 
-    def __init__(self, img_size: int, seed_base: int = SYNTH_TRAIN_SEED_BASE):
-        self.img_size, self.seed_base = img_size, seed_base
+    def __init__(self, img_size: int, seed_base: int = SYNTH_TRAIN_SEED_BASE, photo_share: float = 0.0):
+        self.img_size, self.seed_base, self.photo_share = img_size, seed_base, photo_share
 
     def __len__(self) -> int:
         return 2**31 - 1
@@ -47,8 +65,10 @@ class SyntheticScenes:
     def __getitem__(self, index: int) -> Sample:
         from dataengine.synth import render_scene
 
-        scene = render_scene(self.seed_base + int(index), long_side=self.img_size)
-        return Sample(image=scene.image, masks=scene.masks, name=f"synth:{self.seed_base + int(index)}")
+        seed = self.seed_base + int(index)
+        scene = render_scene(seed, long_side=self.img_size, photo_share=self.photo_share)
+        return Sample(image=scene.image, masks=scene.masks, name=f"synth:{seed}",
+                      instances=instance_map(scene.masks, scene.kinds))
 
 
 class StoreRecords:
@@ -150,13 +170,25 @@ class _StepBatches:
         return [self.dataset[int(order[(start + i) % n])] for i in range(self.k)]
 
 
-def collate(samples, sam, masks_per_image: int, rng, device):
-    """Return (images (B,3,S,S), gold (N,S,S) bool, image_index (N,), valid (B,S,S)) in the model frame."""
+class Batch(NamedTuple):
+    """A collated step in the model frame: `images` (B, 3, S, S) preprocessed pixels, `gold` (N, S, S) bool,
+    `image_index` (N,) long (the image of each mask), `valid` (B, S, S) bool (inside the image, not padding),
+    `instances` (B, S, S) long whole-object maps (-1: unknown) or None when no sample has one."""
+
+    images: "object"
+    gold: "object"
+    image_index: "object"
+    valid: "object"
+    instances: "object" = None
+
+
+def collate(samples, sam, masks_per_image: int, rng, device) -> Batch:
+    """Return the `Batch` of `samples`: up to `masks_per_image` gold masks drawn per image by `rng`."""
     import numpy as np
     import torch
 
     s = sam.image_encoder.img_size
-    images, golds, index, valid = [], [], [], []
+    images, golds, index, valid, instances = [], [], [], [], []
     for b, sample in enumerate(samples):
         h, w = sample.image.shape[:2]
         pixels = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1).float()[None].to(device)
@@ -164,6 +196,10 @@ def collate(samples, sam, masks_per_image: int, rng, device):
         v = torch.zeros((s, s), dtype=torch.bool)
         v[:h, :w] = True
         valid.append(v)
+        inst = torch.full((s, s), -1, dtype=torch.long)
+        if sample.instances is not None:
+            inst[:h, :w] = torch.from_numpy(np.asarray(sample.instances, dtype=np.int64))
+        instances.append(inst)
         masks = sample.masks
         if len(masks) == 0:
             continue
@@ -174,5 +210,6 @@ def collate(samples, sam, masks_per_image: int, rng, device):
         index += [b] * len(pick)
     if not golds:
         raise ValueError("no gold masks in this batch: " + ", ".join(x.name for x in samples))
-    return (torch.cat(images), torch.cat(golds).to(device), torch.tensor(index, device=device),
-            torch.stack(valid).to(device))
+    has_instances = any(x.instances is not None for x in samples)
+    return Batch(torch.cat(images), torch.cat(golds).to(device), torch.tensor(index, device=device),
+                 torch.stack(valid).to(device), torch.stack(instances).to(device) if has_instances else None)

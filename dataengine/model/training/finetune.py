@@ -29,9 +29,18 @@ def read_snapshot(store, snapshot_uri: str) -> list[str]:
 def train_from_snapshot(model_name: str, snapshot_uri: str, out_uri: str, parent: str | None = None,
                         settings: TrainSettings | None = None, store=None, state_path: str | None = None,
                         log=print) -> dict:
-    """Fine-tune (or train) `model_name` on the records of a snapshot; write checkpoint + card; return the card."""
+    """Fine-tune (or train) `model_name` on the records of a snapshot; write checkpoint + card; return the card.
+    SAM 2 names fine-tune their mask decoder (`dataengine.model.sam2_training`)."""
     import os
     import tempfile
+
+    from dataengine.model.sam2_loading import is_sam2_name
+
+    if is_sam2_name(model_name):
+        from dataengine.model.sam2_training import train_sam2_from_snapshot
+
+        return train_sam2_from_snapshot(model_name, snapshot_uri, out_uri, parent=parent, settings=settings,
+                                        store=store, state_path=state_path, log=log)
 
     from dataengine.model.loading import build_model, checkpoint_config, load_state_dict_strictly, read_checkpoint
     from dataengine.storage import open_store

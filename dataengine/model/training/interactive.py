@@ -15,8 +15,8 @@ One training step:
 """
 from __future__ import annotations
 
-from dataengine.model.training.data import collate
-from dataengine.model.training.losses import _mask_losses
+from dataengine.model.training.data import Batch, collate
+from dataengine.model.training.losses import _mask_losses, discriminative_loss
 from dataengine.model.training.prompts import _embed_prompts, _error_clicks, _noisy_boxes
 from dataengine.model.training.settings import IOU_WEIGHT, TrainSettings
 
@@ -39,19 +39,35 @@ def decode(sam, src, image_pe, sparse, dense):
     hyper = torch.stack([d.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(d.num_mask_tokens)], 1)
     _, uc, uh, uw = upscaled.shape
     logits = (hyper @ upscaled.reshape(n, uc, uh * uw)).reshape(n, -1, uh, uw)
+    if hasattr(d, "score_masks"):   # sam_tiny's MaskAwareDecoder: the IoU head reads the masks
+        return logits, d.score_masks(hs[:, 0, :], hs[:, 1:1 + d.num_mask_tokens, :],
+                                     keys.transpose(1, 2).reshape(n, c, h, w), logits)
     return logits, d.iou_prediction_head(hs[:, 0, :])
 
 
-def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSettings, step_seed, train=True):
-    """Return (loss tensor, stats dict) of one simulated interactive session for a batch.
+def instance_loss(sam, embeddings, instances):
+    """Return the discriminative loss of the encoder's instance head on (B, C, h, w) embeddings against the
+    (B, S, S) whole-object maps, at twice the token resolution (the embeddings upsampled, the maps sampled at
+    the centres of those cells), so objects smaller than a token still count."""
+    import torch.nn.functional as F
 
-    `images` (B, 3, S, S) preprocessed pixels, `gold` (N, S, S) bool, `image_index` (N,) long (image of each
-    mask), `valid` (B, S, S) bool (pixels inside the image, not padding).
-    """
+    head = sam.image_encoder.instance_head(embeddings)
+    side = 2 * embeddings.shape[-1]
+    step = instances.shape[-1] // side
+    labels = instances[:, step // 2::step, step // 2::step][:, :side, :side]
+    return discriminative_loss(F.interpolate(head, size=(side, side), mode="bilinear", align_corners=False),
+                               labels)
+
+
+def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, train=True):
+    """Return (loss tensor, stats dict) of one simulated interactive session for a collated `Batch`, plus
+    `settings.instance_weight` times the instance head's discriminative loss where the batch has whole-object
+    maps and the model an instance head."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
+    images, gold, image_index, valid = batch.images, batch.gold, batch.image_index, batch.valid
     rng = np.random.default_rng(step_seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     device = images.device
@@ -116,7 +132,12 @@ def interactive_loss(sam, images, gold, image_index, valid, settings: TrainSetti
             coords = torch.cat([coords, new_xy[:, None].float()], 1)
             labels = torch.cat([labels, new_lab[:, None]], 1)
     stats["iou_by_round"] = iou_by_round
-    return total / max(1, len(grad_rounds)), stats
+    total = total / max(1, len(grad_rounds))
+    if settings.instance_weight and batch.instances is not None and hasattr(sam.image_encoder, "instance_head"):
+        aux = instance_loss(sam, embeddings, batch.instances)
+        stats["instance_loss"] = float(aux.detach())
+        total = total + settings.instance_weight * aux
+    return total, stats
 
 
 def heldout_loss(sam, samples, settings: TrainSettings, device) -> dict:
@@ -132,7 +153,7 @@ def heldout_loss(sam, samples, settings: TrainSettings, device) -> dict:
             chunk = samples[start:start + settings.images_per_step]
             rng = np.random.default_rng([settings.seed, 99, start])
             batch = collate(chunk, sam, settings.masks_per_image, rng, device)
-            loss, stats = interactive_loss(sam, *batch, settings, [settings.seed, 99, start, 1], train=False)
+            loss, stats = interactive_loss(sam, batch, settings, [settings.seed, 99, start, 1], train=False)
             losses.append(float(loss))
             ious.append(stats["iou_by_round"])
     sam.train(was_training)

@@ -33,7 +33,7 @@ def optimisation_step(sam, optimizer, batch, settings: TrainSettings, step_seed,
     from dataengine.model.device import autocast
 
     with autocast(device):
-        loss, stats = interactive_loss(sam, *batch, settings, step_seed)
+        loss, stats = interactive_loss(sam, batch, settings, step_seed)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if settings.clip_grad:
@@ -42,12 +42,42 @@ def optimisation_step(sam, optimizer, batch, settings: TrainSettings, step_seed,
     return loss, stats
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights (floating-point entries of its state dict), with the
+    usual warm-up (the decay starts low, so early weights do not linger): at step t the decay is
+    min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model, decay: float):
+        self.decay = float(decay)
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load(self, weights: dict, step: int) -> None:
+        """Take the averaged weights of a resumed run."""
+        for k, v in weights.items():
+            self.weights[k].copy_(v)
+
+    def update(self, model, step: int) -> None:
+        """Fold the model's current weights into the average (after optimizer step `step`)."""
+        import torch
+
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.weights[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                else:
+                    self.weights[k].copy_(v)
+
+
 def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, device=None, log=print,
           on_checkpoint=None):
     """Train `sam` in place on `dataset` (map-style, items are `Sample`s); return the final stats dict.
 
-    Resumes from `state_path` (a local file: model, optimizer and step) when it exists and writes it every
-    `checkpoint_every` steps (atomically). `heldout`: list of Samples for the held-out loss.
+    Resumes from `state_path` (a local file: model, optimizer, step, the weights' moving average and the
+    trained seconds of every process so far) when it exists and writes it every `checkpoint_every` steps
+    (atomically). `heldout`: list of Samples for the held-out loss. With `settings.ema_decay` the model ends
+    with the moving average of its weights (what the checkpoint gets); `settings.curve_minutes` keeps those
+    weights at each listed number of trained minutes in `<state_path>.curve-<minutes>min.pt`.
     """
     import os
 
@@ -66,21 +96,42 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         (no_decay if p.ndim <= 1 or "pe_layer" in name or "embed" in name or "token" in name else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.999))
-    start, history = 0, []
+    start, history, trained_before = 0, [], 0.0
+    ema = WeightAverage(sam, settings.ema_decay) if settings.ema_decay else None
     if os.path.exists(state_path):
         state = torch.load(state_path, map_location=device, weights_only=True)
         sam.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), json.loads(state["history"])
-        log(f"resumed from {state_path} at step {start}")
+        trained_before = float(state.get("trained_s", 0.0))
+        if ema is not None and "ema" in state:
+            ema.load(state["ema"], int(state["step"]))
+        log(f"resumed from {state_path} at step {start} ({trained_before / 60:.1f} trained minutes)")
+
+    def trained_s():
+        return trained_before + time.time() - t0
 
     def save(step):
         tmp = state_path + ".tmp"
-        torch.save({"model": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "history": json.dumps(history), "settings": json.dumps(asdict(settings))}, tmp)
+        payload = {"model": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                   "history": json.dumps(history), "settings": json.dumps(asdict(settings)),
+                   "trained_s": trained_s()}
+        if ema is not None:
+            payload["ema"] = ema.weights
+        torch.save(payload, tmp)
         os.replace(tmp, state_path)
         if on_checkpoint:
             on_checkpoint(step)
+
+    def keep_curve_point(before_s, now_s, step):
+        for minutes in settings.curve_minutes:
+            if before_s < minutes * 60 <= now_s:
+                weights = ema.weights if ema is not None else sam.state_dict()
+                path = f"{state_path}.curve-{int(minutes):03d}min.pt"
+                torch.save({"model": {k: v.detach().cpu().clone() for k, v in weights.items()}, "step": step,
+                            "trained_s": now_s}, path + ".tmp")
+                os.replace(path + ".tmp", path)
+                log(f"scaling curve: kept the weights at {minutes} trained minutes (step {step}) in {path}")
 
     batches = _StepBatches(dataset, settings.images_per_step, settings.seed)
     loader = torch.utils.data.DataLoader(
@@ -88,6 +139,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         collate_fn=_as_is,
         prefetch_factor=2 if settings.num_workers else None, persistent_workers=False)
     t0, window = time.time(), []
+    last = trained_before
     step = done = start
     for step, samples in zip(range(start, settings.steps), loader):
         rng = np.random.default_rng([settings.seed, step])
@@ -96,6 +148,11 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         batch = collate(samples, sam, settings.masks_per_image, rng, device)
         step_settings = settings if step >= settings.first_click_only_steps else replace(settings, rounds=1)
         loss, stats = optimisation_step(sam, optimizer, batch, step_settings, [settings.seed, step, 1], device)
+        if ema is not None:
+            ema.update(sam, step + 1)
+        now = trained_s()
+        keep_curve_point(last, now, step + 1)
+        last = now
         window.append((float(loss.detach()), stats["iou_by_round"][0], stats["iou_by_round"][-1]))
         done = step + 1
         if done % 10 == 0 or done == settings.steps:
@@ -122,7 +179,9 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
             save(settings.steps)
     # steps_done: the steps actually taken (a time limit can stop between two logged windows)
     result = {"steps": settings.steps, "steps_done": done, "seconds": round(time.time() - t0, 1),
-              "history": history}
+              "trained_seconds": round(trained_s(), 1), "history": history}
+    if ema is not None:
+        sam.load_state_dict(ema.weights)
     if heldout:
         result.update(heldout_loss(sam, heldout, settings, device))
     sam.eval()

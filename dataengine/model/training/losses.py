@@ -34,3 +34,37 @@ def _mask_losses(logits, target, kind: str):
         focal = (alpha_t * (1 - p_t) ** 2 * bce).flatten(2).mean(-1)
         return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice
     raise ValueError(f"loss {kind!r}: expected 'bce_dice' or 'focal_dice'")
+
+
+DISCRIMINATIVE_MARGINS = (0.5, 1.5)    # (pull, push): De Brabandere et al. 2017's delta_v and delta_d
+
+
+def discriminative_loss(embedding, instances, margins=DISCRIMINATIVE_MARGINS):
+    """Return the discriminative instance-embedding loss of per-pixel embeddings (B, D, H, W) against whole-object
+    maps (B, H, W) long (0 background, k object k, -1 ignored): tokens of one object are pulled within
+    `margins[0]` of their mean, the means of different objects (the background counts as one) pushed at least
+    2 * `margins[1]` apart, plus a small pull of the means to the origin. 0 for an image with one label."""
+    import torch
+    import torch.nn.functional as F
+
+    pull, push = margins
+    total, counted = embedding.new_zeros(()), 0
+    for e, labels in zip(embedding, instances):
+        keep = labels >= 0
+        if not keep.any():
+            continue
+        ids, inverse = torch.unique(labels[keep], return_inverse=True)
+        if len(ids) < 2:
+            continue
+        x = e.flatten(1)[:, keep.flatten()].T.float()                           # (P, D)
+        onehot = F.one_hot(inverse, len(ids)).float()                            # (P, K)
+        counts = onehot.sum(0)
+        means = (onehot.T @ x) / counts[:, None]                                 # (K, D)
+        spread = (x - means[inverse]).norm(dim=1)
+        var = ((F.relu(spread - pull) ** 2) @ onehot / counts).mean()
+        gaps = torch.cdist(means, means)
+        off = ~torch.eye(len(ids), dtype=torch.bool, device=gaps.device)
+        dist = (F.relu(2 * push - gaps[off]) ** 2).mean()
+        total = total + var + dist + 0.001 * means.norm(dim=1).mean()
+        counted += 1
+    return total / max(1, counted)

@@ -38,6 +38,11 @@ class TrainSettings:
     lr_horizons: list = field(default_factory=list)   # [[until_step, horizon], ...]: before `until_step` the
                                        # cosine decays over `horizon` steps instead of `steps` (a shortened run)
     rehearsal_share: float = 0.0       # fine-tuning: this share of the images are the bootstrap's synthetic scenes
+    instance_weight: float = 0.0       # weight of the instance head's discriminative loss (synthetic scenes only)
+    photo_share: float = 0.0           # synthetic scenes: share of textures cut from real photographs
+    ema_decay: float = 0.0             # > 0: keep an exponential moving average of the weights; checkpoints use it
+    curve_minutes: list = field(default_factory=list)   # keep the (EMA) weights when the run's trained minutes
+                                       # pass each of these (the scaling curve), beside the state file
 
     def rounds_with_grad(self, rng) -> set[int]:
         """Return the round indices that get gradients in one step."""
