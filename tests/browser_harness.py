@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -87,6 +88,24 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
+@contextmanager
+def running_chromium(shots: Path):
+    """Yield Debian's Chromium (headless, Playwright) with the screenshot folder `shots` created; closed after."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: run tests/prepare.sh (it installs Debian's chromium package)")
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
 def signed_in_context(browser, token: str, width: int = 1400, height: int = 860):
     """Return a browser context whose pages start signed in with `token` (as the sign-in form stores it)."""
     context = browser.new_context(viewport={"width": width, "height": height})
@@ -145,4 +164,4 @@ def record_history(engine: dict) -> dict:
 
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "register_tiny_model", "build_engine", "open_stage1_batch",
-           "open_stage2_batch", "launch_chromium", "signed_in_context", "record_history"]
+           "open_stage2_batch", "launch_chromium", "running_chromium", "signed_in_context", "record_history"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_harness import CHROMIUM, build_engine, launch_chromium, open_stage1_batch, record_history
+from tests.browser_harness import build_engine, open_stage1_batch, record_history, running_chromium
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(420)
@@ -79,15 +79,8 @@ def api_server(engine, airflow_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: run tests/prepare.sh (it installs Debian's chromium package)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
+    with running_chromium(SHOTS) as chromium:
         yield chromium
-        chromium.close()
 
 
 def log_in(page, url: str) -> None:
