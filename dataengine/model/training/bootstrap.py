@@ -1,6 +1,7 @@
 """The bootstrap recipe: training `sam_tiny` v0 from scratch on synthetic scenes, phase after phase."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, replace
 
 from dataengine.model.training.budget import _budgeted
@@ -35,6 +36,20 @@ def bootstrap_settings() -> list[TrainSettings]:
 def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
     """Return the first synthetic seed of a phase's training scenes (phases never share scenes)."""
     return SYNTH_TRAIN_SEED_BASE + phase * 100_000_000
+
+
+def _cpu_name() -> str:
+    """Return the processor's model name (Linux), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None, time_limit_s: float = 0.0,
@@ -93,11 +108,15 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
                  "heldout_seeds": f"{BOOTSTRAP_HELDOUT_SEED_BASE} .. +{len(heldout) - 1}"},
         "config": config, "settings": [asdict(s) for s in phases],
         "training": {"phases": [{"steps": s.steps, "steps_done": r["steps_done"],
-                                 "seconds_this_process": r["seconds"], "history_tail": r["history"][-3:]}
+                                 "seconds_this_process": r["seconds"],
+                                 "trained_minutes": round(r.get("trained_seconds", r["seconds"]) / 60, 1),
+                                 "threads": s.threads, "history_tail": r["history"][-3:]}
                                 for s, r in zip(phases, results)],
                      "complete": len(results) == len(phases) and final["steps_done"] >= phases[-1].steps,
+                     "weights": "moving average" if phases[-1].ema_decay else "last step",
                      "time_budget": plan,
-                     "torch": torch.__version__, "machine": platform.machine()},
+                     "torch": torch.__version__, "machine": platform.machine(), "cpu": _cpu_name(),
+                     "cores": os.cpu_count()},
         "metrics": {k: v for k, v in final.items() if k.startswith("heldout")},
     }
     write_checkpoint(out_uri, sam, config, card)
