@@ -16,8 +16,9 @@ IoU > 0.9 to gold, gold recall, COCO mask AP) -> **audit sample** -> optional ap
 A failing gate fails its task with the expectation that failed and nothing is published. Every step is
 idempotent: clearing and re-running rewrites the same bytes at the same keys.
 
-Params: `source`, `model` (name, `name/version`, or empty for production), `preset` (`sa1b`, `official`,
-`sam_tiny`), `amg_settings` (overrides), `shard_size`, `gold_set`, gate thresholds, `audit_share`,
+Params: `source`, `model` (name, `name/version`, or empty for production; SAM or SAM 2), `preset` (`sa1b`,
+`official`: the official generator of the model's family with its defaults, `sam_tiny`), `amg_settings`
+(overrides), `shard_size`, `gold_set`, gate thresholds, `audit_share`,
 `require_approval`.
 """
 from __future__ import annotations
@@ -62,7 +63,7 @@ from operators.stage3 import (approval_needed, audit_sample, generator_settings,
 def sa_stage3_fully_automatic():
     model = resolve_model()
     selection = select_images()
-    settings = generator_settings()
+    settings = generator_settings(model)
     shards = plan_shards(selection)
     segmented = AutoMaskOperator.partial(
         task_id="segment", task_display_name="Segment shard (GPU)", model=model, settings=settings,

@@ -347,10 +347,21 @@ def evaluate_model(sam, gold_images, log=None) -> dict:
 
     from segment_anything import SamPredictor
 
-    predictor = SamPredictor(sam)
+    from dataengine.model.sam2_loading import is_sam2
+
+    if is_sam2(sam):    # SAM 2: its own prompt encoder, decoder and square input frame
+        from dataengine.model.sam2_predictor import sam2_batch_predictor
+
+        def batch_predictor(image):
+            return sam2_batch_predictor(sam, image)
+    else:
+        predictor = SamPredictor(sam)
+
+        def batch_predictor(image):
+            return sam_batch_predictor(predictor, image)
     traces, t0 = [], time.time()
     for n, (name, image, golds) in enumerate(gold_images, 1):
-        traces.append(trace_image(sam_batch_predictor(predictor, image), golds) if len(golds) else [])
+        traces.append(trace_image(batch_predictor(image), golds) if len(golds) else [])
         if log and n % 20 == 0:
             log(f"evaluated {n} images ({time.time() - t0:.0f} s)")
     metrics = summarize(traces)

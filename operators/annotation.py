@@ -116,8 +116,8 @@ class PrefillOperator(BaseOperator):
         self.selection, self.model = selection, model
 
     def execute(self, context):
-        from dataengine.amg import MaskGenerator
         from dataengine.model.registry import load_resolved
+        from dataengine.pipeline.automatic import mask_generator
         from dataengine.pipeline.manual import prefill_images, prefill_settings
 
         params = context["params"]
@@ -125,7 +125,7 @@ class PrefillOperator(BaseOperator):
         settings = prefill_settings(params["prefill_preset"], params.get("prefill_settings") or {},
                                     float(params["prefill_strictness"]))
         self.log.info("pre-fill settings: %s", settings)
-        generator = MaskGenerator(load_resolved(store, self.model),
+        generator = mask_generator(load_resolved(store, self.model),
                                   **{**{k: v for k, v in settings.items() if k not in ("preset", "strictness")},
                                      "output_mode": "coco_rle"})
         result = prefill_images(store, generator, self.selection["batch"], store.get_json(self.selection["images_key"]))

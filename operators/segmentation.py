@@ -40,14 +40,13 @@ class AutoMaskOperator(BaseOperator):
         self.shard, self.model, self.settings = shard, model, settings
 
     def execute(self, context):
-        from dataengine.amg import MaskGenerator
         from dataengine.model.registry import load_resolved
-        from dataengine.pipeline.automatic import run_prefix, segment_shard
+        from dataengine.pipeline.automatic import mask_generator, run_prefix, segment_shard
         from operators.hooks import EngineStoreHook
 
         store = EngineStoreHook().get_store()
         sam = load_resolved(store, self.model)
-        generator = MaskGenerator(sam, **{**self.settings, "output_mode": "coco_rle"})
+        generator = mask_generator(sam, **{**self.settings, "output_mode": "coco_rle"})
         prefix = run_prefix(context["dag"].dag_id, context["run_id"])
         result = segment_shard(store, self.shard["key"], generator, self.model["version_id"], prefix)
         self.log.info("shard %s: %s images, %s masks in %.1f s with %s", result["shard"], result["images"],

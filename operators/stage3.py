@@ -52,12 +52,13 @@ def plan_shards(selection: dict) -> list[dict]:
 
 
 @task(task_display_name="Generator settings")
-def generator_settings() -> dict:
-    """Return the automatic generator settings of the run: the preset with the `amg_settings` overrides."""
+def generator_settings(model: dict) -> dict:
+    """Return the automatic generator settings of the run: the preset with the `amg_settings` overrides, for the
+    run's model (SAM 2 models have their own generator and defaults)."""
     from dataengine.pipeline.automatic import generator_settings as settings_for
 
     params = get_current_context()["params"]
-    return settings_for(params["preset"], params.get("amg_settings") or {})
+    return settings_for(params["preset"], params.get("amg_settings") or {}, model["name"])
 
 
 @task(task_display_name="Assemble the mask table")

@@ -98,14 +98,23 @@ def run_rollback(args) -> int:
 
 
 def run_register(args) -> int:
-    """Register a checkpoint file as a candidate."""
+    """Register a checkpoint file as a candidate, once it loads strictly into the architecture NAME."""
+    from dataengine.model import load_model, registered_names
+    from dataengine.model.loading import CheckpointMismatch
     from dataengine.model.registry import register_model
 
     if "/" not in args.ref:
-        raise SystemExit("register needs NAME/VERSION, e.g. sam_tiny/v1")
+        raise SystemExit("register needs NAME/VERSION, e.g. sam_tiny/v1 or sam2.1_hiera_large/v1")
     name, version = args.ref.split("/", 1)
-    store, catalog = _open()
+    if name not in registered_names():
+        raise SystemExit(f"register: {name!r} is not an architecture; NAME is one of {', '.join(registered_names())}")
     with open(args.checkpoint, "rb") as fh:
-        ref = register_model(store, catalog, name, version, fh.read(), parent=args.parent)
+        data = fh.read()
+    try:   # nothing is stored unless the file is a whole checkpoint of that architecture
+        load_model(name, checkpoint=data, device="cpu")
+    except CheckpointMismatch as exc:
+        raise SystemExit(f"register: {args.checkpoint} is not a {name} checkpoint: {exc}") from None
+    store, catalog = _open()
+    ref = register_model(store, catalog, name, version, data, parent=args.parent)
     print(f"registered {ref['version_id']} as {ref['status']} (sha256 {ref['sha256'][:12]})")
     return 0

@@ -9,10 +9,13 @@ def register(subparsers) -> None:
         description="Run the automatic mask generator on images (paths, file:// or s3:// URIs) and write "
                     "OUT/<name>.json in the SA-1B per-image format.")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_URI")
-    p.add_argument("--model", default="sam_tiny", help="sam_tiny (default), sam_vit_b, sam_vit_l or sam_vit_h")
+    p.add_argument("--model", default="sam_tiny", help="sam_tiny (default), sam_vit_b, sam_vit_l, sam_vit_h, or a "
+                                                      "SAM 2 name (sam2.1_hiera_tiny|small|base_plus|large, "
+                                                      "sam2_hiera_*)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint URI or path (default for sam_tiny: the shipped sam_tiny_v0.pt)")
-    p.add_argument("--preset", default="official", help="generator preset: official (default) or sa1b")
+    p.add_argument("--preset", default="official", help="generator preset: official (default: the official "
+                                                        "generator of the model's family) or sa1b")
     p.add_argument("--points-per-side", type=int, default=None, help="override the preset's grid size")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, help="output folder")
@@ -25,11 +28,11 @@ def run_segment(args) -> int:
     from pathlib import Path, PurePosixPath
     from urllib.parse import urlparse
 
-    from dataengine.amg import MaskGenerator
     from dataengine.config import shipped_model_path
     from dataengine.formats.sa1b import record_from_masks, validate_sa1b_record, write_record
     from dataengine.images import ImageRejected, decode_image
     from dataengine.model import load_model
+    from dataengine.pipeline.automatic import mask_generator
     from dataengine.storage import NotFound, read_uri
 
     checkpoint = args.checkpoint
@@ -42,7 +45,7 @@ def run_segment(args) -> int:
     overrides = {"output_mode": "coco_rle"}
     if args.points_per_side:
         overrides["points_per_side"] = args.points_per_side
-    generator = MaskGenerator(model, preset=args.preset, **overrides)
+    generator = mask_generator(model, preset=args.preset, **overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -2,7 +2,9 @@
 
 Store layout: `embeddings/{model_version}/{image_id}.npy`, one NumPy file holding a single record with the fields
 `features` (C, h, w) float16, `original_size` (2,) int32 (H, W) and `input_size` (2,) int32 (the resized image
-inside the model's square frame). It loads with `np.load(..., allow_pickle=False)`.
+inside the model's square frame), plus, for SAM 2 models, `high_res_0` and `high_res_1` float16 (the decoder's
+high-resolution feature maps, (32, 256, 256) and (64, 128, 128) at 1024 px; `dataengine.model.sam2_predictor`).
+It loads with `np.load(..., allow_pickle=False)`.
 
 Images are resized with the official numpy path (`ResizeLongestSide.apply_image`, PIL); the PyPI
 `segment-anything` 1.0 `apply_image_torch` reads the wrong dimensions and is never used.
@@ -34,11 +36,13 @@ def check_image(image, name: str = "image"):
 
 @dataclass
 class ImageEmbedding:
-    """An image embedding: `features` (1, C, h, w) float tensor or array, sizes as (H, W) tuples."""
+    """An image embedding: `features` (1, C, h, w) float tensor or array, sizes as (H, W) tuples, and for SAM 2
+    the `high_res_features` its mask decoder also reads ((1, C_i, h_i, w_i) each, finest first; () for SAM)."""
 
     features: object
     original_size: tuple
     input_size: tuple
+    high_res_features: tuple = ()
 
 
 def compute_embedding(model, image) -> ImageEmbedding:
@@ -47,8 +51,13 @@ def compute_embedding(model, image) -> ImageEmbedding:
     from segment_anything.utils.transforms import ResizeLongestSide
 
     from dataengine.model.device import autocast, model_device
+    from dataengine.model.sam2_loading import is_sam2
 
     check_image(image)
+    if is_sam2(model):
+        from dataengine.model.sam2_predictor import compute_sam2_embedding
+
+        return compute_sam2_embedding(model, image)
     device = model_device(model)
     resized = ResizeLongestSide(model.image_encoder.img_size).apply_image(image)
     pixels = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
@@ -69,13 +78,19 @@ def embedding_to_bytes(embedding: ImageEmbedding) -> bytes:
     """Serialise an embedding as one .npy record (features in float16)."""
     import numpy as np
 
-    features = embedding.features
-    if hasattr(features, "detach"):
-        features = features.detach().float().cpu().numpy()
-    features = np.asarray(features)[0] if np.ndim(features) == 4 else np.asarray(features)
+    def plain(features):
+        if hasattr(features, "detach"):
+            features = features.detach().float().cpu().numpy()
+        return np.asarray(features)[0] if np.ndim(features) == 4 else np.asarray(features)
+
+    features = plain(embedding.features)
+    high_res = {f"high_res_{i}": plain(f) for i, f in enumerate(embedding.high_res_features)}
     record = np.zeros((), dtype=[("features", np.float16, features.shape),
-                                 ("original_size", np.int32, (2,)), ("input_size", np.int32, (2,))])
+                                 ("original_size", np.int32, (2,)), ("input_size", np.int32, (2,))]
+                      + [(name, np.float16, f.shape) for name, f in high_res.items()])
     record["features"] = features.astype(np.float16)
+    for name, f in high_res.items():
+        record[name] = f.astype(np.float16)
     record["original_size"] = embedding.original_size
     record["input_size"] = embedding.input_size
     buffer = io.BytesIO()
@@ -91,9 +106,11 @@ def embedding_from_bytes(data: bytes, source: str = "embedding") -> ImageEmbeddi
         record = np.load(io.BytesIO(data), allow_pickle=False)
         features = record["features"][None]
         original, resized = record["original_size"], record["input_size"]
-    except (ValueError, KeyError, IndexError, OSError) as exc:
+        names = record.dtype.names
+        high_res = tuple(record[f"high_res_{i}"][None] for i in range(len(names)) if f"high_res_{i}" in names)
+    except (ValueError, KeyError, IndexError, OSError, TypeError) as exc:
         raise ValueError(f"{source}: not an embedding record ({exc})") from None
-    return ImageEmbedding(features, tuple(int(v) for v in original), tuple(int(v) for v in resized))
+    return ImageEmbedding(features, tuple(int(v) for v in original), tuple(int(v) for v in resized), high_res)
 
 
 def save_embedding(store, model_version: str, image_id: str, embedding: ImageEmbedding) -> str:
@@ -121,12 +138,18 @@ def cached_embedding(store, model, model_version: str, image_id: str, image) -> 
 
 
 def predictor_from_embedding(model, embedding: ImageEmbedding):
-    """Return a `segment_anything.SamPredictor` whose image is set from `embedding` (no encoder pass)."""
+    """Return a `segment_anything.SamPredictor` whose image is set from `embedding` (no encoder pass); for a SAM 2
+    model, a `dataengine.model.sam2_predictor.Sam2Predictor` (the same `predict`)."""
     import torch
     from segment_anything import SamPredictor
 
     from dataengine.model.device import model_device
+    from dataengine.model.sam2_loading import is_sam2
 
+    if is_sam2(model):
+        from dataengine.model.sam2_predictor import sam2_predictor_from_embedding
+
+        return sam2_predictor_from_embedding(model, embedding)
     predictor = SamPredictor(model)
     features = torch.as_tensor(embedding.features, device=model_device(model)).float()
     if features.ndim == 3:

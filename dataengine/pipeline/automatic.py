@@ -16,12 +16,32 @@ def run_prefix(dag_id: str, run_id: str) -> str:
     return f"runs/{dag_id}/{safe_run}"
 
 
-def generator_settings(preset: str, overrides: dict | None = None) -> dict:
-    """Return the full MaskGenerator settings of a run (preset, then `overrides`), in COCO RLE output mode."""
-    from dataengine.amg import resolve_settings
+def generator_settings(preset: str, overrides: dict | None = None, model_name: str | None = None) -> dict:
+    """Return the full generator settings of a run (preset, then `overrides`), in COCO RLE output mode: those of
+    SAM 2's generator (`dataengine.sam2_amg`, its own defaults) for a SAM 2 `model_name`, else `MaskGenerator`'s."""
+    from dataengine.model.sam2_loading import is_sam2_name
+
+    if model_name and is_sam2_name(model_name):
+        from dataengine.sam2_amg import resolve_sam2_settings as resolve_settings
+    else:
+        from dataengine.amg import resolve_settings
 
     settings = resolve_settings(preset, **{**(overrides or {}), "output_mode": "coco_rle"})
     return {"preset": preset, **settings}
+
+
+def mask_generator(model, **settings):
+    """Return the automatic mask generator of the model's family with `settings`: `Sam2MaskGenerator` for a SAM 2
+    model (`dataengine.sam2_amg`), else `dataengine.amg.MaskGenerator`."""
+    from dataengine.model.sam2_loading import is_sam2
+
+    if is_sam2(model):
+        from dataengine.sam2_amg import Sam2MaskGenerator
+
+        return Sam2MaskGenerator(model, **settings)
+    from dataengine.amg import MaskGenerator
+
+    return MaskGenerator(model, **settings)
 
 
 def plan_shards(store, image_ids: list[str], shard_size: int, prefix: str) -> list[dict]:
@@ -56,7 +76,7 @@ def sa1b_record(image_id: str, width: int, height: int, masks: list[dict]) -> di
 def segment_shard(store, shard_key: str, generator, model_version: str, prefix: str) -> dict:
     """Run automatic generation on every image of a shard; write records and the shard's mask table.
 
-    `generator` is a `dataengine.amg.MaskGenerator` in `coco_rle` output mode. Returns
+    `generator` is a `mask_generator` (SAM's or SAM 2's) in `coco_rle` output mode. Returns
     {shard, table_key, record_keys, images, masks, seconds}.
     """
     from dataengine.images import decode_image

@@ -217,15 +217,14 @@ def evaluate_on_gold(store, model_ref: dict, examples, records: dict, preset: st
 
 
 def _evaluate_on_gold(store, model_ref: dict, examples, records: dict, preset: str, amg_settings) -> dict:
-    from dataengine.amg import MaskGenerator
     from dataengine.model.registry import load_resolved
-    from dataengine.pipeline.automatic import generator_settings, sa1b_record
+    from dataengine.pipeline.automatic import generator_settings, mask_generator, sa1b_record
     from dataengine.quality.gold import compare_with_gold
     from dataengine.simulate import evaluate_model
 
     sam = load_resolved(store, model_ref)
     metrics = evaluate_model(sam, examples)
-    generator = MaskGenerator(sam, **generator_settings(preset, amg_settings))
+    generator = mask_generator(sam, **generator_settings(preset, amg_settings, model_ref["name"]))
     outputs = {}
     for image_id, pixels, _ in examples:
         h, w = pixels.shape[:2]

@@ -157,12 +157,13 @@ class PredictorCache:
 
 def _cache_dense_positional_encoding(sam) -> None:
     """Compute the prompt encoder's dense positional encoding once (it depends on the weights only); the
-    official predictor recomputes it on every call."""
+    official predictor recomputes it on every call. (SAM 2 names its prompt encoder `sam_prompt_encoder`.)"""
     import torch
 
+    prompt_encoder = getattr(sam, "sam_prompt_encoder", None) or sam.prompt_encoder
     with torch.no_grad():
-        encoding = sam.prompt_encoder.get_dense_pe()
-    sam.prompt_encoder.get_dense_pe = lambda: encoding
+        encoding = prompt_encoder.get_dense_pe()
+    prompt_encoder.get_dense_pe = lambda: encoding
 
 
 def embedding_version(ref: dict) -> str:
