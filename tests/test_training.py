@@ -243,3 +243,10 @@ def replace_steps(settings, steps):
     from dataclasses import replace
 
     return replace(settings, steps=steps)
+
+
+def test_a_gpu_bootstrap_takes_a_larger_batch_and_the_cpu_the_recipe_as_it_is():
+    from dataengine.model.device import autocast, train_batch_factor
+
+    assert train_batch_factor("cpu") == 1 and train_batch_factor("cuda") == 8
+    assert type(autocast("cpu")).__name__ == "nullcontext"                 # fp32 on the CPU, exact

@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 POINTS_PER_BATCH = {"cuda": 256, "cpu": 64}   # prompts decoded at once (the official default is 64)
+TRAIN_BATCH_FACTOR = {"cuda": 8, "cpu": 1}     # bootstrap training: images per step, times the recipe's
 
 
 def select_device(device=None):
@@ -28,6 +29,11 @@ def autocast(device):
 def default_points_per_batch(device) -> int:
     """Return the number of point prompts to decode at once on `device`."""
     return POINTS_PER_BATCH.get(select_device(device).type, POINTS_PER_BATCH["cpu"])
+
+
+def train_batch_factor(device) -> int:
+    """Return how many times the recipe's images per step a bootstrap run on `device` takes (a GPU affords 8x)."""
+    return TRAIN_BATCH_FACTOR.get(select_device(device).type, 1)
 
 
 def model_device(model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, replace
 
+from dataengine.model.device import train_batch_factor
 from dataengine.model.training.budget import _budgeted
 from dataengine.model.training.checkpoints import write_checkpoint
 from dataengine.model.training.data import SyntheticScenes
@@ -90,6 +91,10 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
         settings.time_limit_s = time_limit_s
         if threads:   # how many cores this segment may use; the steps do not depend on it
             settings.threads = threads
+        factor = train_batch_factor(None)
+        if factor > 1:   # CUDA: a larger batch per step (bf16 autocast comes with the device), more data workers
+            settings.images_per_step *= factor
+            settings.num_workers = max(settings.num_workers, min(8, (os.cpu_count() or 2) // 2))
         phase_state = state_path if i == 0 else f"{state_path}.phase{i + 1}"
         data = SyntheticScenes(config["img_size"], seed_base=_phase_seed_base(i, settings),
                                photo_share=settings.photo_share)
