@@ -1,13 +1,14 @@
-"""A real Airflow deployment on loopback for tests: CeleryExecutor on PostgreSQL and Redis, two Celery workers.
+"""A real Airflow deployment on loopback for tests: CeleryExecutor on PostgreSQL and Redis, Celery workers.
 
 `CeleryCluster` runs what docker/docker-compose.yaml runs, as plain processes sharing one temporary
 AIRFLOW_HOME and DATAENGINE_HOME: an `airflow-init` step (metadata DB migrated, pools, connections
 `dataengine_store` / `dataengine_db`), then the API server, the scheduler, the DAG processor, a CPU worker
-consuming `default` and a GPU worker consuming only the GPU queue with one task at a time. Each process runs in
+consuming `default` and GPU workers (one, or `gpu_workers`) consuming only the GPU queue with one task at a
+time each. Each process runs in
 its own process group and carries a marker variable in its environment, so `stop()` ends the groups and
 `leftover_processes()` finds anything that escaped them (psutil).
 
-Both workers run on this one machine, so each gets its own Airflow hostname through `[core] hostname_callable`
+All workers run on this one machine, so each gets its own Airflow hostname through `[core] hostname_callable`
 = `tests.celery_cluster.worker_hostname` (reads `DATAENGINE_TEST_WORKER_HOSTNAME`): task instances then record
 which worker ran them, as they would on two machines. This module never imports pytest (workers import it).
 """
@@ -75,6 +76,7 @@ class Service:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen | None = None
+    killed: bool = False        # stopped on purpose by a test (a fault): its exit is not a failure of the cluster
 
     def start(self) -> None:
         """Start the process in a new session (its own process group), in and logging to `log_path`'s folder."""
@@ -100,11 +102,13 @@ class Service:
 
 @dataclass
 class CeleryCluster:
-    """Airflow with the CeleryExecutor on loopback: metadata in PostgreSQL, broker Redis, two workers.
+    """Airflow with the CeleryExecutor on loopback: metadata in PostgreSQL, broker Redis, a CPU and GPU workers.
 
     `metadata_url` is a SQLAlchemy URL of an empty PostgreSQL database for Airflow; `connections` maps
     connection ids to Airflow connection dicts (conn_type, host, port, login, password, schema, extra) that the
-    init step writes to the metadata DB; `gpu_queue` is the queue the GPU worker consumes alone.
+    init step writes to the metadata DB; `gpu_queue` is the queue the GPU workers consume alone (`gpu_workers`
+    of them, one task at a time each, as one worker per GPU); `heartbeat_timeout` (seconds), when set, is how
+    soon the scheduler gives up on a task whose worker stopped answering (Airflow's default: 300 s).
     """
 
     base: Path
@@ -112,6 +116,8 @@ class CeleryCluster:
     redis_url: str
     connections: dict[str, dict]
     gpu_queue: str = "gpu"
+    gpu_workers: int = 1
+    heartbeat_timeout: int | None = None
     parallelism: int = 4
     default_worker_concurrency: int = 2
     dags_folder: Path | None = None
@@ -123,6 +129,13 @@ class CeleryCluster:
         self.api_port = _free_port()
         self.host = socket.gethostname()
         self.worker_hostnames = {"default": f"cpu-worker-{self.marker[:6]}", "gpu": f"gpu-worker-{self.marker[:6]}"}
+        for index in range(1, self.gpu_workers):
+            self.worker_hostnames[f"gpu{index}"] = f"gpu{index}-worker-{self.marker[:6]}"
+
+    @property
+    def gpu_roles(self) -> list[str]:
+        """The roles of the GPU workers (`gpu`, `gpu1`, ...): keys of `worker_hostnames`, service `worker-<role>`."""
+        return [role for role in self.worker_hostnames if role.startswith("gpu")]
 
     # --- configuration -------------------------------------------------------------------------------------
     @property
@@ -174,6 +187,9 @@ class CeleryCluster:
         }
         if self.dags_folder is not None:
             env["AIRFLOW__CORE__DAGS_FOLDER"] = str(self.dags_folder)
+        if self.heartbeat_timeout is not None:
+            env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout)
+            env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL"] = "2"
         return env
 
     def _worker_environment(self, role: str) -> dict[str, str]:
@@ -216,7 +232,7 @@ class CeleryCluster:
             raise RuntimeError(f"airflow-init failed ({done.returncode}): {log.read_text(errors='replace')[-3000:]}")
 
     def start(self) -> None:
-        """Start the API server, scheduler, DAG processor and the two Celery workers."""
+        """Start the API server, scheduler, DAG processor, the CPU worker and the GPU workers."""
         env = self.environment()
         plan = [
             ("api-server", self._airflow("api-server", "--host", "127.0.0.1", "--port", str(self.api_port),
@@ -228,10 +244,10 @@ class CeleryCluster:
                                              "--celery-hostname", f"{self.worker_hostnames['default']}@%h",
                                              "--skip-serve-logs", "--without-gossip", "--without-mingle"),
              self._worker_environment("default")),
-            ("worker-gpu", self._airflow("celery", "worker", "--queues", self.gpu_queue, "--concurrency", "1",
-                                         "--celery-hostname", f"{self.worker_hostnames['gpu']}@%h",
-                                         "--skip-serve-logs", "--without-gossip", "--without-mingle"),
-             self._worker_environment("gpu")),
+            *((f"worker-{role}", self._airflow("celery", "worker", "--queues", self.gpu_queue, "--concurrency", "1",
+                                               "--celery-hostname", f"{self.worker_hostnames[role]}@%h",
+                                               "--skip-serve-logs", "--without-gossip", "--without-mingle"),
+               self._worker_environment(role)) for role in self.gpu_roles),
         ]
         for name, args, service_env in plan:
             service = Service(name, args, service_env, self.base / f"{name}.log")
@@ -239,9 +255,9 @@ class CeleryCluster:
             service.start()
 
     def check_alive(self) -> None:
-        """Raise with the service's log when one of the cluster's processes has exited."""
+        """Raise with the service's log when one of the cluster's processes has exited (unless killed on purpose)."""
         for service in self.services:
-            if service.process is not None and service.process.poll() is not None:
+            if service.process is not None and service.process.poll() is not None and not service.killed:
                 raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
 
     def wait_until_ready(self, dag_id: str, timeout: float = 180) -> dict:
@@ -279,6 +295,10 @@ class CeleryCluster:
         finally:
             app.close()
         return {worker: sorted(q["name"] for q in queues) for worker, queues in replies.items()}
+
+    def service(self, name: str) -> Service:
+        """Return the started service called `name` (`scheduler`, `worker-gpu`, `worker-gpu1`, ...)."""
+        return next(s for s in self.services if s.name == name)
 
     # --- REST API ------------------------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs):
@@ -347,7 +367,8 @@ class CeleryCluster:
     # --- shutdown ------------------------------------------------------------------------------------------
     def stop(self, timeout: float = 45) -> None:
         """Stop every service: SIGTERM to each process group, then SIGKILL to the groups still alive."""
-        order = ["scheduler", "worker-default", "worker-gpu", "dag-processor", "api-server"]
+        order = ["scheduler", "worker-default", *(f"worker-{role}" for role in self.gpu_roles), "dag-processor",
+                 "api-server"]
         for service in sorted(self.services, key=lambda s: order.index(s.name)):
             service.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + timeout
