@@ -117,9 +117,10 @@ def test_every_service_route_refuses_a_request_without_credentials(service):
 
 def _plugin_app():
     """Return the annotation app Airflow mounted (the plugin's lazily built instance)."""
-    module = next(m for m in list(sys.modules.values()) if getattr(m, "DataEnginePlugin", None) is not None
-                  and hasattr(m, "annotation_app"))
-    return module.annotation_app._get()
+    modules = [m for m in list(sys.modules.values()) if isinstance(getattr(m, "__dict__", None), dict)
+               and "DataEnginePlugin" in vars(m) and "annotation_app" in vars(m)]
+    assert len(modules) == 1, [m.__name__ for m in modules]
+    return vars(modules[0])["annotation_app"]._get()
 
 
 def test_every_plugin_route_refuses_a_request_without_airflow_login(airflow_db, monkeypatch):
