@@ -22,17 +22,20 @@ def airflow_db():
     return True
 
 
-@pytest.fixture
-def run_dag(airflow_db):
-    """Return `run(dag, **kwargs) -> DagRun`: serialize the DAG into the metadata DB, then `dag.test()`."""
+def serialize_and_test(dag, **kwargs):
+    """Serialize `dag` into the metadata DB (migrated by `airflow_db`), then run `dag.test(**kwargs)`; return the
+    DagRun. For module-scoped fixtures; tests take the `run_dag` fixture."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
-    def _run(dag, **kwargs):
-        DagBundlesManager().sync_bundles_to_db()
-        bag = DagBag(dag_folder="/nonexistent-empty-folder", collect_dags=False)
-        bag.bag_dag(dag)
-        sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
-        return dag.test(**kwargs)
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder="/nonexistent-empty-folder", collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
+    return dag.test(**kwargs)
 
-    return _run
+
+@pytest.fixture
+def run_dag(airflow_db):
+    """Return `run(dag, **kwargs) -> DagRun`: serialize the DAG into the metadata DB, then `dag.test()`."""
+    return serialize_and_test

@@ -1,4 +1,5 @@
-"""Publishing a manual batch: one SA-1B record per accepted image, then the release manifest (written last).
+"""Publishing a manual batch: one SA-1B record per accepted image, the release's dataset (SA-1B tar shards and
+COCO JSON, as every stage writes them: `dataengine.release.write_dataset_files`), then its manifest (last).
 
 Human masks get stability 1 and the whole image as crop box; their point is the first positive click, else the
 mask pixel farthest from its boundary.
@@ -44,13 +45,14 @@ def _interior_point(segmentation: dict) -> list[float]:
 
 def publish_annotations(store, catalog, *, collected: dict, model: dict, gate: dict, gold: dict, agreement: dict,
                         dag_id: str, run_id: str) -> dict:
-    """Publish the accepted masks: `annotations/{stage}/{image_id}.json` per image, then the release manifest.
+    """Publish the accepted masks: `annotations/{stage}/{image_id}.json` per image, the release's SA-1B tar
+    shards and `coco.json`, then its manifest (written last).
 
     One submission per image is published (the first copy's; the second copy only measured agreement); gold
     images are quality control and are not published. Returns {release_id, stage, counts, effort, location}.
     """
     from dataengine.formats.sa1b import validate_sa1b_record
-    from dataengine.release import code_version, release_id_for
+    from dataengine.release import MANIFEST_FILE, code_version, release_id_for, shard_count, write_dataset_files
 
     stage, batch = collected["stage"], collected["batch"]
     manifest = batch_keys.read_manifest(store, batch) or {}
@@ -70,22 +72,23 @@ def publish_annotations(store, catalog, *, collected: dict, model: dict, gate: d
         key = f"annotations/{stage}/{record['image']['image_id']}.json"
         store.put_json(key, record)
         keys.append(key)
-    effort = gate.get("effort") or (gate.get("summary") or {}).get("effort") or {}
-    counts = {"images": len(records), "masks": sum(len(r["annotations"]) for r in records),
-              "submissions": len(listing["submissions"]), "skipped": len(listing["skipped"]),
-              "gold_images": len(gold_images)}
     release_id = release_id_for(stage, run_id)
     prefix = f"releases/{release_id}"
+    files = write_dataset_files(store, prefix, records)
+    effort = gate.get("effort") or (gate.get("summary") or {}).get("effort") or {}
+    counts = {"images": len(records), "masks": sum(len(r["annotations"]) for r in records),
+              "shards": shard_count(files), "submissions": len(listing["submissions"]),
+              "skipped": len(listing["skipped"]), "gold_images": len(gold_images)}
     release = {
         "release_id": release_id, "stage": stage, "batch": batch, "dag_id": dag_id, "run_id": run_id,
-        "location": store.url(prefix), "counts": counts, "effort": effort, "records": keys,
-        "submissions_key": collected["submissions_key"],
+        "location": store.url(prefix), "counts": counts, "effort": effort, "files": files,
+        "records": keys, "submissions_key": collected["submissions_key"],
         "model": {k: model[k] for k in ("name", "version", "version_id", "sha256")},
         "code_version": code_version(), "quality_gate": gate.get("summary", gate),
         "gold": (gold or {}).get("metrics"), "agreement": (agreement or {}).get("agreement"),
     }
-    store.put_json(f"{prefix}/manifest.json", release)
-    catalog.add_release(release_id, stage, f"{prefix}/manifest.json", counts={**counts, "effort": effort},
+    store.put_json(f"{prefix}/{MANIFEST_FILE}", release)
+    catalog.add_release(release_id, stage, f"{prefix}/{MANIFEST_FILE}", counts={**counts, "effort": effort},
                         model_version=model["version_id"])
     gold_metrics = dict((gold or {}).get("metrics") or {"images": 0})
     if agreement and agreement.get("agreement"):
