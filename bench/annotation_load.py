@@ -221,8 +221,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--annotators", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--images", type=int, default=40)
-    parser.add_argument("--replicas", type=int, default=4, help="tasks per image (each to another annotator)")
+    parser.add_argument("--images", type=int, default=50)
+    parser.add_argument("--replicas", type=int, default=6,
+                        help="tasks per image (each to another annotator): enough work that none runs out")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -253,6 +254,8 @@ def main() -> int:
         "predict_round_trip_ms": {"p50": percentile(ledger.predict_ms, 50), "p95": percentile(ledger.predict_ms, 95)},
         "predict_server_ms": {"p50": percentile(ledger.server_ms, 50), "p95": percentile(ledger.server_ms, 95)},
         "error_messages": run["errors"][:10], "cpus": os.cpu_count(),
+        "stopped_because": {reason: sum(r["stopped_because"] == reason for r in reports)
+                            for reason in sorted({r["stopped_because"] for r in reports})},
     }
     print(f"{args.annotators} simulated annotators for {args.seconds:g} s ({run['wall_s']} s with the last images), "
           f"one service on loopback, {os.cpu_count()} CPUs:")
@@ -261,6 +264,7 @@ def main() -> int:
         print(f"  {key:<22} {figures[key]}")
     for key in ("predict_round_trip_ms", "predict_server_ms"):
         print(f"  {key:<22} p50 {figures[key]['p50']} ms, p95 {figures[key]['p95']} ms")
+    print(f"  {'annotators stopped':<22} {figures['stopped_because']}")
     for message in figures["error_messages"]:
         print(f"  error: {message}")
     if args.json:
