@@ -327,6 +327,8 @@ def test_monitoring_page_figures_match_the_catalog(browser, service, engine, pag
         assert cell.get_attribute("data-value") == ("passed" if run.gate_results["success"] else "failed")
     assert int(page.locator("[data-status=pending]").get_attribute("data-value")) == len(catalog.list_audit("pending"))
     assert page.locator("#published-chart svg circle").count() == len(catalog.list_releases())
+    # the loop's curves, the PNG the demo writes, drawn from the same catalog
+    page.wait_for_function("document.querySelector('#loop-curves').naturalWidth === 1260")
     # a gate report opens in the page
     failed_run = next(r for r in catalog.list_stage_runs() if not r.gate_results["success"])
     page.locator(f"tr[data-run='{failed_run.dag_id}/{failed_run.run_id}'] a[data-report-key$='.html']").click()

@@ -153,6 +153,19 @@ def test_monitoring_figures_need_a_login_and_match_the_catalog(served, engine):
     assert {b["batch"]: b["masks"] for b in figures["throughput"]} == {"batch-a": 8, "batch-b": 0}
 
 
+def test_loop_curves_png_needs_a_login_and_is_drawn_from_the_catalog(served, engine):
+    from dataengine.curves import draw_loop_curves, loop_curve_data
+
+    url = served["url"] + "/api/monitoring/loop-curves.png"
+    assert httpx.get(url).status_code == 401
+    answer = httpx.get(url, headers=served["headers"])
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    data = loop_curve_data(engine["catalog"])
+    assert [b["label"] for b in data["batches"]] == ["S1 #1", "S3 #1", "S1 #2"]
+    assert [m["version"] for m in data["models"]] == ["v0", "v1"]
+    assert answer.content == draw_loop_curves(data)
+
+
 def test_saved_reports_are_served_and_other_keys_refused(served, engine):
     store, keys = engine["store"], engine["report_keys"]
     html = httpx.get(f"{served['url']}/api/monitoring/reports/{keys['html']}", headers=served["headers"])

@@ -4,7 +4,8 @@
 - `GET /`: the annotation tool (`static/annotate.html`); `GET /monitoring`: the monitoring page;
 - `GET /static/{file}`: their scripts and styles (plain ES modules and CSS, no build step);
 - `GET /api/monitoring`: the monitoring figures (`dataengine.monitoring.overview`), JSON;
-- `GET /api/monitoring/reports/{key}`: a saved run report (HTML or JSON, only keys under `runs/`).
+- `GET /api/monitoring/reports/{key}`: a saved run report (HTML or JSON, only keys under `runs/`);
+- `GET /api/monitoring/loop-curves.png`: the loop's curves drawn from the catalog (`dataengine.curves`).
 The pages and static files hold no data; standalone they need no login (the tool shows its sign-in form from
 them), inside Airflow the pages need Airflow's login (`public_pages=False`). Every `/api/...` route depends
 on `auth` like the rest of the API (the public routes are listed in `dataengine.service.app.PUBLIC_ROUTES`). The pages get a `<base href>` of the app's root
@@ -74,6 +75,16 @@ def build_router(service, auth, public_pages: bool = True):
         """The monitoring page's figures: published masks per stage over time, gate results and gold metrics
         per run, model versions with their evaluation, annotator throughput per batch, the audit queue."""
         return monitoring.overview(service.catalog)
+
+    @router.get("/api/monitoring/loop-curves.png", tags=["monitoring"], response_class=Response,
+                responses={200: {"content": {"image/png": {}}}, 401: {"description": "not authenticated"}})
+    def loop_curves(annotator: str = caller):
+        """The loop's curves as a PNG: seconds per mask and masks per image by published batch, gold mIoU@1 by
+        model version (the same figure `dataengine demo` writes)."""
+        from dataengine.curves import draw_loop_curves, loop_curve_data
+
+        return Response(draw_loop_curves(loop_curve_data(service.catalog)), media_type="image/png",
+                        headers=no_cache)
 
     @router.get("/api/monitoring/reports/{key:path}", tags=["monitoring"], response_class=Response,
                 responses={200: {"content": {"text/html": {}, "application/json": {}}},

@@ -65,6 +65,7 @@ export const api = {
   skip: (taskId, code, reason) => json("POST", `api/tasks/${enc(taskId)}/skip`, { code, reason }),
   monitoring: () => json("GET", "api/monitoring"),
   report: (key) => request("GET", `api/monitoring/reports/${key.split("/").map(enc).join("/")}`),
+  loopCurves: async () => (await request("GET", "api/monitoring/loop-curves.png")).blob(),
 };
 
 /** Return a random id for a submission (works outside secure contexts, unlike crypto.randomUUID). */

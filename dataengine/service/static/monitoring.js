@@ -126,6 +126,20 @@ function renderModelsChart(data) {
   });
 }
 
+// The loop's curves come as a PNG from an authenticated route: fetched with the same credentials, shown as a blob.
+let curvesUrl = null;
+async function renderLoopCurves() {
+  const image = $("#loop-curves");
+  try {
+    const url = URL.createObjectURL(await api.loopCurves());
+    if (curvesUrl) URL.revokeObjectURL(curvesUrl);
+    curvesUrl = url;
+    image.src = url;
+  } catch (error) {
+    image.alt = `Could not load the loop's curves: ${error.detail}`;
+  }
+}
+
 // ---- tables ------------------------------------------------------------------------------------------------
 function gateCell(gate) {
   if (!gate) return h("td", { "data-field": "gate", "data-value": "" }, h("span", { class: "badge neutral" }, "not run"));
@@ -268,6 +282,7 @@ async function load() {
     $("#error").hidden = true;
     $("#signin").hidden = true;
     render(data);
+    renderLoopCurves();
   } catch (error) {
     if (error.status === 401) {
       $("#signin").hidden = false;
