@@ -319,8 +319,11 @@ def test_stage3_dag_runs_with_the_production_sam2_model(sam2_engine, run_dag):
     assert manifest["counts"]["images"] == 2 and manifest["counts"]["masks"] > 0
     assert manifest["settings"]["pred_iou_thresh"] == 0.45 and manifest["settings"]["use_m2m"] is False
     records = list(read_shard(store.get_bytes(release.key.rsplit("/", 1)[0] + "/sa_000000.tar")))
-    for _, record in records:
+    assert len(records) == 2
+    for record, _ in records:
         validate_sa1b_record(record)
+        assert all(a["crop_box"] == [0, 0, record["image"]["width"], record["image"]["height"]]
+                   for a in record["annotations"])
 
 
 # --- retraining: decoder fine-tuning, gold evaluation, the promotion gate ---------------------------------------
@@ -329,11 +332,12 @@ def test_stage3_dag_runs_with_the_production_sam2_model(sam2_engine, run_dag):
 def test_fine_tuning_trains_the_decoder_only_and_the_gate_decides(sam2_engine):
     from dataengine.model import load_model
     from dataengine.model.registry import resolve
-    from dataengine.pipeline.retrain import (evaluate_on_gold, fine_tune, load_gold_examples, promotion_decision)
+    from dataengine.pipeline.retrain import evaluate_on_gold, fine_tune, load_gold_examples, promotion_decision
 
     store, catalog = sam2_engine["store"], sam2_engine["catalog"]
     gold = next(catalog.iter_images(split="gold"))
     record = store.get_json(f"gold/{gold.gold_set}/{gold.image_id}.json")
+    record["annotations"] = record["annotations"][:2]          # two objects keep the CPU test short
     store.put_json(f"annotations/stage1/{gold.image_id}.json", record)     # a stand-in human record
     store.put_json("runs/test/snapshot.json", {"records": [f"annotations/stage1/{gold.image_id}.json"]})
     parent = resolve(store, catalog, TINY)
@@ -346,6 +350,8 @@ def test_fine_tuning_trains_the_decoder_only_and_the_gate_decides(sam2_engine):
     card = store.get_json(candidate["key"].rsplit("/", 1)[0] + "/card.json")
     assert card["trained"] == "sam_mask_decoder" and card["settings"]["loss"] == "focal_dice"
     examples, records = load_gold_examples(store, catalog, "sam2-gold", max_images=1)
+    examples = [(image_id, pixels, masks[:2]) for image_id, pixels, masks in examples]
+    records = {image_id: {**r, "annotations": r["annotations"][:2]} for image_id, r in records.items()}
     settings = {"points_per_side": 4, "pred_iou_thresh": 0.45, "stability_score_thresh": 0.5}
     metrics = [evaluate_on_gold(store, ref, examples, records, "official", settings, log=lambda *_: None)
                for ref in (candidate, parent)]

@@ -181,7 +181,7 @@ def train_sam2_decoder(model, dataset, settings, state_path: str, heldout=None, 
         history.append({"step": step + 1, "loss": round(float(loss.detach()), 5),
                         "iou_first": round(stats["iou_by_round"][0], 4),
                         "iou_last": round(stats["iou_by_round"][-1], 4)})
-        log(f"step {step + 1}/{settings.steps} loss {float(loss):.4f} iou@1 {stats['iou_by_round'][0]:.3f}")
+        log(f"step {step + 1}/{settings.steps} loss {history[-1]['loss']:.4f} iou@1 {history[-1]['iou_first']:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             save(step + 1)
     decoder.eval()
