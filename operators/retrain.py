@@ -1,4 +1,4 @@
-"""Tasks of `sa_retrain`: snapshot human masks, fine-tune on the GPU pool, evaluate, gate, promote."""
+"""Tasks of `sa_retrain`: snapshot the accepted masks, fine-tune on the GPU pool, evaluate, gate, promote."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -38,12 +38,19 @@ def enough_new_masks(models: dict) -> bool:
 
 @task(task_display_name="Snapshot the training data")
 def snapshot() -> dict:
-    """Write the training snapshot (published human masks; optionally confident stage 3 masks; never gold)."""
-    from dataengine.pipeline.retrain import snapshot_training_data
+    """Write the training snapshot: what the engine accepted (stage 1 and 2 human masks, gated stage 3 masks),
+    a share per source (`source_shares`); never gold."""
+    from dataengine.pipeline.snapshot import snapshot_training_data
 
     params = get_current_context()["params"]
     store, catalog = engine()
-    return snapshot_training_data(store, catalog, run_prefix(), include_stage3=bool(params["include_stage3"]))
+    result = snapshot_training_data(store, catalog, run_prefix(), params.get("source_shares") or None,
+                                    stage3_releases=list(params.get("stage3_releases") or []) or None,
+                                    stage3_min_predicted_iou=float(params.get("stage3_min_predicted_iou") or 0.0))
+    print("training snapshot: " + ", ".join(
+        f"{source} {n['records']} records / {n['masks']} masks (share {result['realised_shares'][source]:.0%})"
+        for source, n in result["sources"].items()))
+    return result
 
 
 class FineTuneOperator(BaseOperator):
@@ -76,7 +83,7 @@ class FineTuneOperator(BaseOperator):
 
 @task(task_display_name="Evaluate candidate vs production on gold", pool=GPU_POOL, queue=GPU_QUEUE)
 def evaluate(candidate: dict, models: dict) -> dict:
-    """Evaluate both models side by side on the gold set; save the report; record the candidate's figures."""
+    """Evaluate both models side by side on the gold set; save the report; record both models' figures."""
     from dataengine.pipeline.retrain import evaluate_on_gold, load_gold_examples
 
     params = get_current_context()["params"]
@@ -85,7 +92,8 @@ def evaluate(candidate: dict, models: dict) -> dict:
     result = {"candidate": evaluate_on_gold(store, candidate, examples, records),
               "production": evaluate_on_gold(store, models["production"], examples, records)}
     store.put_json(f"{run_prefix()}/reports/evaluation.json", result)
-    catalog.update_model_metrics(candidate["name"], candidate["version"], {"gold": result["candidate"]})
+    for role, ref in (("candidate", candidate), ("production", models["production"])):   # both, for the curves
+        catalog.update_model_metrics(ref["name"], ref["version"], {"gold": result[role]})
     for role in ("candidate", "production"):
         m = result[role]
         print(f"{role:<10} {m['model']}: mIoU@1 {m['miou@1']:.3f}, mIoU@5 {m['miou@5']:.3f}, "

@@ -143,6 +143,62 @@ def test_worse_candidate_is_kept_as_candidate_with_its_evaluation(engine, run_da
     assert len(catalog.model_events("sam_tiny")) == before
 
 
+def _flipped(annotation: dict) -> dict:
+    """The annotation with its mask turned upside down and mirrored: a mask in the wrong place."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from dataengine.masks import coco_decode
+
+    mask = coco_decode(annotation["segmentation"])[::-1, ::-1]
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    ys, xs = np.nonzero(mask)
+    return {**annotation, "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()},
+            "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())],
+            "point_coords": [[float(mask.shape[1] - 1 - x), float(mask.shape[0] - 1 - y)]
+                             for x, y in annotation["point_coords"]]}
+
+
+@pytest.fixture
+def wrong_masks(engine):
+    """Stage 2 records whose masks are the image's objects flipped into the wrong place (what a careless team
+    could publish); removed after the test."""
+    from dataengine.formats.sa1b import validate_sa1b_record
+
+    store = engine["store"]
+    written = []
+    for key in sorted(store.list("annotations/stage1/")):
+        record = store.get_json(key)
+        wrong = {"image": record["image"], "annotations": [_flipped(a) for a in record["annotations"]]}
+        validate_sa1b_record(wrong)
+        written.append(key.replace("annotations/stage1/", "annotations/stage2/"))
+        store.put_json(written[-1], wrong)
+    yield written
+    for key in written:
+        store.delete(key)
+
+
+@pytest.mark.slow
+def test_candidate_trained_to_be_worse_is_refused_by_the_gate(engine, wrong_masks, run_dag):
+    from airflow.utils.state import DagRunState
+
+    catalog, store = engine["catalog"], engine["store"]
+    _set_production(catalog, "v0")
+    conf = {**RUN, "model": "sam_tiny/v0", "source_shares": {"stage2": 1.0}, "rehearsal_share": 0.0,
+            "steps": 4, "lr": 3e-3}      # masks in the wrong place, at a destructive lr
+    run = run_dag(_dag(), run_conf=conf)
+    assert run.state == DagRunState.SUCCESS
+    snapshot = store.get_json(run.get_task_instance("snapshot").xcom_pull(task_ids="snapshot")["snapshot_key"])
+    assert sorted(snapshot["records"]) == sorted(wrong_masks)        # it trained on the wrong masks only
+    evaluation = run.get_task_instance("evaluate").xcom_pull(task_ids="evaluate")
+    assert evaluation["candidate"]["miou@1"] < evaluation["production"]["miou@1"]      # it is worse ...
+    assert run.get_task_instance("promote").state == "skipped"                       # ... and the gate refuses it
+    assert run.get_task_instance("keep_candidate").state == "success"
+    decision = run.get_task_instance("promotion_gate").xcom_pull(task_ids="promotion_gate", key="decision")
+    assert not decision["promote"] and "does not beat production" in decision["reasons"][0]
+    assert catalog.production_version("sam_tiny").version == "v0"
+
+
 @pytest.mark.slow
 def test_diverging_training_fails_and_leaves_production_unchanged(engine, run_dag):
     from airflow.utils.state import DagRunState

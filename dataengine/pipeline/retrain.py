@@ -1,4 +1,6 @@
-"""Model in the loop (SAM paper section 4): snapshot human masks, fine-tune, evaluate against production, promote.
+"""Model in the loop (SAM paper section 4): snapshot what the engine accepted, fine-tune, evaluate against
+production, promote. The snapshot (human masks of stages 1 and 2, gated stage 3 masks, a share per source) is
+`dataengine.pipeline.snapshot`.
 
 A candidate is registered only after its training finished with finite weights, and production changes only
 through `promote` after the gate: a diverged or timed-out training run leaves production untouched. The
@@ -12,7 +14,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-HUMAN_STAGES = ("stage1", "stage2")
+from dataengine.pipeline.snapshot import human_record_keys
 
 # Higher is better for these metrics; lower is better for the others the gate looks at.
 HIGHER_IS_BETTER = {"miou@1", "miou@3", "miou@5", "stage3_precision_at_90", "stage3_recall_at_75"}
@@ -21,24 +23,6 @@ LOWER_IS_BETTER = {"noc@90", "seconds_per_mask"}
 
 class TrainingDiverged(RuntimeError):
     """Raised when a fine-tuning run produced non-finite weights or losses."""
-
-
-def _image_id(key: str) -> str:
-    return key.rsplit("/", 1)[-1].removesuffix(".json")
-
-
-def gold_image_ids(catalog) -> set[str]:
-    """Return the ids of every gold image (never trained on)."""
-    return {image.image_id for image in catalog.iter_images(split="gold")}
-
-
-def human_record_keys(store, catalog, stages=HUMAN_STAGES) -> list[str]:
-    """Return the published human-verified records (`annotations/{stage}/...`), gold images excluded."""
-    gold = gold_image_ids(catalog)
-    keys = []
-    for stage in stages:
-        keys.extend(k for k in store.list(f"annotations/{stage}/") if k.endswith(".json") and _image_id(k) not in gold)
-    return sorted(keys)
 
 
 def trained_record_keys(store, catalog, name: str) -> set[str]:
@@ -56,34 +40,6 @@ def count_new_human_masks(store, catalog, name: str) -> dict:
     seen = trained_record_keys(store, catalog, name)
     new = [k for k in human_record_keys(store, catalog) if k not in seen]
     return {"records": len(new), "masks": sum(len(store.get_json(k)["annotations"]) for k in new)}
-
-
-def snapshot_training_data(store, catalog, prefix: str, include_stage3: bool = False,
-                           stage3_min_predicted_iou: float = 0.95) -> dict:
-    """Write the training snapshot `{prefix}/snapshot.json`: human records, optionally confident stage 3 masks.
-
-    Stage 3 records are filtered to masks with predicted IoU >= `stage3_min_predicted_iou` and written under
-    `{prefix}/stage3/`. Returns {snapshot_key, records, masks}.
-    """
-    keys = human_record_keys(store, catalog)
-    if include_stage3:
-        gold = gold_image_ids(catalog)
-        for key in sorted(store.list("annotations/stage3/")):
-            if _image_id(key) in gold:
-                continue
-            record = store.get_json(key)
-            record["annotations"] = [a for a in record["annotations"]
-                                     if a["predicted_iou"] >= stage3_min_predicted_iou]
-            if record["annotations"]:
-                filtered = f"{prefix}/stage3/{_image_id(key)}.json"
-                store.put_json(filtered, record)
-                keys.append(filtered)
-    if not keys:
-        raise ValueError("no published human masks to train on: run stage 1 or 2 first")
-    masks = sum(len(store.get_json(k)["annotations"]) for k in keys)
-    snapshot_key = f"{prefix}/snapshot.json"
-    store.put_json(snapshot_key, {"records": keys, "masks": masks, "include_stage3": include_stage3})
-    return {"snapshot_key": snapshot_key, "records": len(keys), "masks": masks}
 
 
 def next_version(catalog, name: str) -> str:
