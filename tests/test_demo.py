@@ -6,20 +6,29 @@ from dataengine.demo import LOOP_TARGETS, format_loop_effect, format_table, loop
 V0 = {"miou@1": 0.50, "noc@90": 12.0, "seconds_per_mask": 30.0, "model": "sam_tiny/v0"}
 
 
-def test_loop_effect_meets_the_targets_only_when_both_improve_enough():
+def test_loop_effect_meets_the_targets_only_when_every_one_is_met():
     better = {"miou@1": 0.56, "noc@90": 9.0, "seconds_per_mask": 22.0}
-    effect = loop_effect({"sam_tiny/v0": V0, "sam_tiny/v2": better}, "sam_tiny/v0", "sam_tiny/v2")
+    evaluations = {"sam_tiny/v0": V0, "sam_tiny/v3": better}
+    effect = loop_effect(evaluations, "sam_tiny/v0", "sam_tiny/v3", stage1_masks_per_image=[1.0, 2.5])
     assert effect["targets_met"] and effect["miou@1_gain"] == 0.06
     assert abs(effect["seconds_per_mask_drop"] - (1 - 22 / 30)) < 1e-4
-    assert "+6.0 points" in format_loop_effect(effect) and "met" in format_loop_effect(effect)
+    text = format_loop_effect(effect)
+    assert "+6.0 points" in text and "NOT met" not in text and "masks per image 1 -> 2.5" in text
     # faster but not more accurate enough: not met
     faster = {"miou@1": 0.53, "noc@90": 9.0, "seconds_per_mask": 20.0}
-    effect = loop_effect({"sam_tiny/v0": V0, "sam_tiny/v2": faster}, "sam_tiny/v0", "sam_tiny/v2")
+    effect = loop_effect({**evaluations, "sam_tiny/v3": faster}, "sam_tiny/v0", "sam_tiny/v3", [1.0, 2.5])
     assert effect["miou@1_gain"] < LOOP_TARGETS["miou@1_gain"] and not effect["targets_met"]
-    assert "NOT met" in format_loop_effect(effect)
+    assert "+5 points mIoU@1 NOT met" in format_loop_effect(effect)
     # more accurate but not faster enough: not met
     slow = {"miou@1": 0.60, "noc@90": 9.0, "seconds_per_mask": 25.0}
-    assert not loop_effect({"sam_tiny/v0": V0, "sam_tiny/v2": slow}, "sam_tiny/v0", "sam_tiny/v2")["targets_met"]
+    assert not loop_effect({**evaluations, "sam_tiny/v3": slow}, "sam_tiny/v0", "sam_tiny/v3", [1.0, 2.5])["targets_met"]
+    # better model, but stage 1 collected no more masks per image in its second batch: not met
+    flat = loop_effect(evaluations, "sam_tiny/v0", "sam_tiny/v3", stage1_masks_per_image=[1.0, 1.0])
+    assert not flat["targets_met"] and not flat["targets"]["stage1_masks_per_image"]
+    assert "masks per image rising NOT met" in format_loop_effect(flat)
+    # production still v0 (every candidate rejected): not met, whatever the figures
+    same = loop_effect({"sam_tiny/v0": V0}, "sam_tiny/v0", "sam_tiny/v0", [1.0, 2.0])
+    assert not same["targets_met"] and not same["targets"]["promoted_candidate"]
     assert "error" in loop_effect({"sam_tiny/v0": V0}, "sam_tiny/v0", "sam_tiny/v9")
 
 
