@@ -123,7 +123,7 @@ class PrefillOperator(BaseOperator):
         params = context["params"]
         store = engine_store()
         settings = prefill_settings(params["prefill_preset"], params.get("prefill_settings") or {},
-                                    float(params["prefill_strictness"]))
+                                    float(params["prefill_strictness"]), self.model["name"])
         self.log.info("pre-fill settings: %s", settings)
         generator = mask_generator(load_resolved(store, self.model),
                                   **{**{k: v for k, v in settings.items() if k not in ("preset", "strictness")},

@@ -197,12 +197,14 @@ def _jpeg(image) -> bytes:
 
 def test_sam2_settings_have_sam2s_own_defaults():
     from dataengine.pipeline.automatic import generator_settings
+    from dataengine.pipeline.manual import prefill_settings
     from dataengine.sam2_amg import SAM2_OFFICIAL_DEFAULTS, resolve_sam2_settings
 
     official = generator_settings("official", {}, TINY)
     assert official["pred_iou_thresh"] == 0.8 and official["stability_score_thresh"] == 0.95
     assert official["points_per_side"] == 32 and official["use_m2m"] is False and official["output_mode"] == "coco_rle"
     assert generator_settings("official", {})["pred_iou_thresh"] == 0.88            # SAM's, for SAM models
+    assert prefill_settings("official", {}, 0.5, TINY)["pred_iou_thresh"] == 0.9    # stage 2: 0.8 halfway to 1
     assert resolve_sam2_settings("sa1b")["crop_n_layers"] == 2
     assert set(SAM2_OFFICIAL_DEFAULTS) - {"points_per_batch"} <= set(resolve_sam2_settings())
     with pytest.raises(TypeError, match="unknown SAM 2 mask generator setting"):

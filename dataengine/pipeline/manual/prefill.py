@@ -10,18 +10,19 @@ from dataengine.service import batches as batch_keys
 PREFILL_STRICTNESS = 0.5        # stage 2 thresholds: halfway from the stage 3 preset's thresholds to 1
 
 
-def prefill_settings(preset: str, overrides: dict | None = None, strictness: float = PREFILL_STRICTNESS) -> dict:
+def prefill_settings(preset: str, overrides: dict | None = None, strictness: float = PREFILL_STRICTNESS,
+                     model_name: str | None = None) -> dict:
     """Return stage 2's generator settings: the preset with thresholds moved `strictness` of the way to 1.
 
     The model's confident masks only: a mask must beat the preset's predicted-IoU and stability thresholds by
     the same margin (with `strictness` 0.5 and the `sa1b` preset: IoU > 0.94, stability >= 0.975).
-    `overrides` win over everything.
+    `overrides` win over everything. `model_name`: the preset of that model's family (SAM 2 has its own defaults).
     """
     from dataengine.pipeline.automatic import generator_settings
 
     if not 0.0 <= strictness <= 1.0:
         raise ValueError(f"prefill strictness must be within [0, 1], got {strictness}")
-    settings = generator_settings(preset, {})
+    settings = generator_settings(preset, {}, model_name)
     for name in ("pred_iou_thresh", "stability_score_thresh"):
         base = float(settings.get(name, 0.0))
         settings[name] = round(base + strictness * (1.0 - base), 6)
