@@ -232,11 +232,14 @@ def test_next_version_counts_up(engine):
 
 
 def test_fine_tuning_continues_the_parents_recipe(engine):
-    from dataengine.model.training import BOOTSTRAP_PHASES
+    import torch
+
+    from dataengine.model.training import shipped_checkpoint_path
     from dataengine.pipeline.retrain import RECIPE_FIELDS, parent_recipe
 
     recipe = parent_recipe(engine["store"], engine["v0"])
-    assert recipe == {k: BOOTSTRAP_PHASES[-1][k] for k in RECIPE_FIELDS}
+    shipped = torch.load(shipped_checkpoint_path(), map_location="cpu", weights_only=True)["card"]["settings"][-1]
+    assert recipe == {k: shipped[k] for k in RECIPE_FIELDS}              # the v0's own recipe, from its card
     assert recipe["loss"] == "balanced_bce_dice"
     assert parent_recipe(engine["store"], engine["degraded"]) == {}     # a card without a training recipe
 
