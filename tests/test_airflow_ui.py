@@ -124,6 +124,7 @@ def test_plugin_pages_open_from_the_airflow_menu_and_show_the_figures(browser, a
     frame.locator("#who").wait_for()
     page.wait_for_function("() => document.querySelector('iframe').contentDocument"
                            "?.querySelector('#who')?.textContent.includes('ops')")
+    frame.locator("#batch option", has_text="ui-batch").first.wait_for(state="attached")   # the list loads apart
     options = frame.locator("#batch option").all_inner_texts()
     assert any("ui-batch" in option for option in options), options
     page.screenshot(path=str(SHOTS / "annotation-tool-in-airflow.png"), full_page=True)
