@@ -70,8 +70,16 @@ def _nice_range(values: list[float], floor_zero: bool) -> tuple[float, float, fl
     return math.floor(low / step) * step, math.ceil(high / step) * step, step
 
 
-def _panel(draw, origin: tuple[int, int], title: str, labels: list[str], points: list[dict], floor_zero: bool,
-           digits: int) -> None:
+def _tick_digits(step: float) -> int:
+    """Return the decimals that write every multiple of `step` exactly (0.005 -> 3, 2.5 -> 1, 20 -> 0)."""
+    digits = 0
+    while digits < 6 and abs(round(step, digits) - step) > 1e-9 * max(1.0, abs(step)):
+        digits += 1
+    return digits
+
+
+def _panel(draw, origin: tuple[int, int], title: str, labels: list[str], points: list[dict],
+           floor_zero: bool) -> None:
     """Draw one panel: title, grid, axes, x labels, and `points` ({x, y, colour, filled}) joined by a line."""
     font, small = _font(15), _font(12)
     (x0, y0), (width, height) = origin, PANEL_SIZE
@@ -83,6 +91,7 @@ def _panel(draw, origin: tuple[int, int], title: str, labels: list[str], points:
         draw.text(((left + right) // 2 - 40, (top + bottom) // 2), "no data yet", fill=REJECTED_COLOUR, font=font)
         return
     low, high, step = _nice_range(values, floor_zero)
+    digits = _tick_digits(step)
     for i in range(int(round((high - low) / step)) + 1):
         value = low + i * step
         y = bottom - (value - low) / (high - low) * (bottom - top)
@@ -117,12 +126,12 @@ def draw_loop_curves(data: dict) -> bytes:
         return [{"x": i, "y": b[field], "colour": STAGE_COLOURS.get(b["stage"], AXIS), "filled": True}
                 for i, b in enumerate(batches) if b.get(field) is not None]
 
-    _panel(draw, (0, 0), "Seconds per mask by batch", labels, series("seconds_per_mask"), True, 0)
-    _panel(draw, (width, 0), "Masks per image by batch", labels, series("masks_per_image"), True, 1)
+    _panel(draw, (0, 0), "Seconds per mask by batch", labels, series("seconds_per_mask"), True)
+    _panel(draw, (width, 0), "Masks per image by batch", labels, series("masks_per_image"), True)
     models = data.get("models") or []
     _panel(draw, (2 * width, 0), "Gold mIoU@1 by model version (filled: promoted)", [m["version"] for m in models],
            [{"x": i, "y": m["miou@1"], "colour": PROMOTED_COLOUR if m["promoted"] else REJECTED_COLOUR,
-             "filled": m["promoted"]} for i, m in enumerate(models)], False, 2)
+             "filled": m["promoted"]} for i, m in enumerate(models)], False)
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()

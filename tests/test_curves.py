@@ -38,6 +38,16 @@ def test_curve_data_has_one_point_per_batch_and_per_evaluated_model(catalog):
         ("v0", 0.45, True, False), ("v1", 0.41, False, False), ("v2", 0.52, True, True)]
 
 
+def test_tick_labels_write_each_step_with_the_decimals_it_needs():
+    from dataengine.curves import _nice_range, _tick_digits
+
+    low, high, step = _nice_range([0.443, 0.465], floor_zero=False)
+    assert step == 0.005 and _tick_digits(step) == 3
+    labels = [f"{low + i * step:.{_tick_digits(step)}f}" for i in range(int(round((high - low) / step)) + 1)]
+    assert len(set(labels)) == len(labels)
+    assert _tick_digits(20.0) == 0 and _tick_digits(2.5) == 1
+
+
 def _colour_pixels(png: bytes, colour, box) -> int:
     import numpy as np
     from PIL import Image
