@@ -38,12 +38,12 @@ class DemoSettings:
     """Sizes of the demo run, chosen so that a 2-core machine runs the whole loop in at most 15 minutes
     (docs/benchmarks.md, "The demo")."""
 
-    gold_images: int = 5           # held-out images every model is evaluated on (each model once)
+    gold_images: int = 4           # held-out images every model is evaluated on (each model once)
     qc_images: int = 2             # gold images riding along in the stage runs (quality checks)
     stage1_images: int = 20        # per stage 1 batch (two batches)
-    stage2_images: int = 6
-    stage3_images: int = 8
-    retrain_steps: int = 30        # per retraining run (three runs)
+    stage2_images: int = 4
+    stage3_images: int = 6
+    retrain_steps: int = 12        # per retraining run (three runs): 4-5 s a step on 2 cores
     retrain_lr: float = 3e-5        # the bootstrap's final learning rate: 3e-4 made v0 worse on gold
     rehearsal_share: float = 0.5    # of the fine-tuning images: the bootstrap's scenes, replayed
     shard_size: int = 5
