@@ -51,7 +51,7 @@ class WeightAverage:
         self.decay = float(decay)
         self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    def load(self, weights: dict, step: int) -> None:
+    def load(self, weights: dict) -> None:
         """Take the averaged weights of a resumed run."""
         for k, v in weights.items():
             self.weights[k].copy_(v)
@@ -105,7 +105,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         start, history = int(state["step"]), json.loads(state["history"])
         trained_before = float(state.get("trained_s", 0.0))
         if ema is not None and "ema" in state:
-            ema.load(state["ema"], int(state["step"]))
+            ema.load(state["ema"])
         log(f"resumed from {state_path} at step {start} ({trained_before / 60:.1f} trained minutes)")
 
     def trained_s():
