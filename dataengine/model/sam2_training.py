@@ -72,7 +72,7 @@ def interactive_decoder_loss(model, samples, settings, step_seed, device, train:
     import torch
     import torch.nn.functional as F
 
-    from dataengine.model.training import IOU_WEIGHT, _error_clicks, _mask_losses, _noisy_boxes
+    from dataengine.model.training import IOU_WEIGHT, error_clicks, mask_losses, noisy_boxes
 
     rng = np.random.default_rng(step_seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -85,9 +85,9 @@ def interactive_decoder_loss(model, samples, settings, step_seed, device, train:
     valid = torch.ones_like(gold)
     uses_box = torch.from_numpy(rng.random(n) < settings.box_probability).to(device)
     centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
-    clicks, labels = _error_clicks(torch.zeros_like(gold), gold, valid, centre, gen)
+    clicks, labels = error_clicks(torch.zeros_like(gold), gold, valid, centre, gen)
     points, point_labels = (clicks[:, None].float() + 0.5) * scale, labels[:, None].int()
-    corners = _noisy_boxes(gold, gen).reshape(n, 2, 2) * scale
+    corners = noisy_boxes(gold, gen).reshape(n, 2, 2) * scale
     prev, total, ious = None, torch.zeros((), device=device), []
     for r in range(settings.rounds):
         box_points = torch.cat([corners, points[:, 1:]], 1)     # a box replaces the first click
@@ -107,8 +107,8 @@ def interactive_decoder_loss(model, samples, settings, step_seed, device, train:
                 pred = cand > 0
                 actual = ((pred & gold[:, None]).flatten(2).sum(-1).float()
                           / (pred | gold[:, None]).flatten(2).sum(-1).clamp(min=1).float())
-            mask_losses = _mask_losses(cand, target[:, None], settings.loss)
-            mask_loss = mask_losses.gather(1, mask_losses.argmin(1, keepdim=True)).mean()
+            per_mask = mask_losses(cand, target[:, None], settings.loss)
+            mask_loss = per_mask.gather(1, per_mask.argmin(1, keepdim=True)).mean()
             iou_loss = F.mse_loss(cand_iou, actual)
             total = total + mask_loss + IOU_WEIGHT * iou_loss
         chosen = cand_iou.detach().argmax(1)
@@ -117,7 +117,7 @@ def interactive_decoder_loss(model, samples, settings, step_seed, device, train:
         if r + 1 < settings.rounds:
             prev = cand[rows, chosen][:, None].detach().clamp(-32.0, 32.0)
             use_centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
-            clicks, labels = _error_clicks(pred[rows, chosen], gold, valid, use_centre, gen)
+            clicks, labels = error_clicks(pred[rows, chosen], gold, valid, use_centre, gen)
             points = torch.cat([points, (clicks[:, None].float() + 0.5) * scale], 1)
             point_labels = torch.cat([point_labels, labels[:, None].int()], 1)
     return total / settings.rounds, {"iou_by_round": ious}
@@ -141,7 +141,7 @@ def train_sam2_decoder(model, dataset, settings, state_path: str, heldout=None, 
     import torch
 
     from dataengine.model.device import autocast, select_device
-    from dataengine.model.training import _lr_at
+    from dataengine.model.training import lr_at
 
     device = select_device(device)
     torch.set_num_threads(settings.threads)
@@ -169,7 +169,7 @@ def train_sam2_decoder(model, dataset, settings, state_path: str, heldout=None, 
     decoder.train()
     for step in range(start, settings.steps):
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, settings)
+            group["lr"] = lr_at(step, settings)
         with autocast(device):
             loss, stats = interactive_decoder_loss(model, _batch(dataset, settings, step),
                                                    settings, [settings.seed, step, 1], device)

@@ -11,15 +11,16 @@ from dataengine.model.training.data import SyntheticScenes
 from dataengine.model.training.loop import train
 from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNTH_TRAIN_SEED_BASE, TrainSettings
 
-# The bootstrap recipe (docs/model.md, "The bootstrap run"): about 8 hours on this project's 2-core machine, run
+# The bootstrap recipe (docs/model.md, "The bootstrap run"): about 4 hours on this project's 2-core machine, run
 # in segments across working days (`make bootstrap-model` resumes it from training/bootstrap/). Against the
 # recipe of the earlier v0s (1800 steps, 12 masks per image, cosine over 1 hour): 16 masks per image (more
 # supervision per encoder pass), a discriminative instance-embedding loss on the encoder over every whole
 # object of each image, half of the textures cut from real photographs, a moving average of the weights (what
 # every checkpoint gets, so a segment can stop anywhere), the scaling curve kept at 15..480 trained minutes, and
 # a held-out check every 100 steps. 300 first-prompt-only steps while the model learns to localise a click.
+# Planned at 7000 steps; shortened to 2600 at step 711 so the run ends annealed (docs/model.md).
 BOOTSTRAP_PHASES: list[dict] = [
-    {"steps": 7000, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
+    {"steps": 2600, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
      "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
      "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
      "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,

@@ -16,8 +16,8 @@ One training step:
 from __future__ import annotations
 
 from dataengine.model.training.data import Batch, collate
-from dataengine.model.training.losses import _mask_losses, discriminative_loss
-from dataengine.model.training.prompts import _embed_prompts, _error_clicks, _noisy_boxes
+from dataengine.model.training.losses import mask_losses, discriminative_loss
+from dataengine.model.training.prompts import embed_prompts, error_clicks, noisy_boxes
 from dataengine.model.training.settings import IOU_WEIGHT, TrainSettings
 
 
@@ -82,9 +82,9 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
 
     uses_box = torch.from_numpy(rng.random(n) < settings.box_probability).to(device)
     centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
-    first = _error_clicks(torch.zeros_like(gold), gold, valid_n, centre, gen)
+    first = error_clicks(torch.zeros_like(gold), gold, valid_n, centre, gen)
     coords, labels = first[0][:, None].float(), first[1][:, None]
-    boxes = _noisy_boxes(gold, gen)
+    boxes = noisy_boxes(gold, gen)
     grad_rounds = settings.rounds_with_grad(rng) if train else set(range(settings.rounds))
     prev_logits = None
     total = torch.zeros((), device=device)
@@ -92,7 +92,7 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
     iou_by_round = []
     for r in range(settings.rounds):
         with torch.set_grad_enabled(train and r in grad_rounds and torch.is_grad_enabled()):
-            sparse = _embed_prompts(sam, coords, labels, boxes, uses_box)
+            sparse = embed_prompts(sam, coords, labels, boxes, uses_box)
             if prev_logits is None:
                 dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
             else:
@@ -110,9 +110,9 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
                 inter = (up & gold[:, None]).flatten(2).sum(-1, dtype=torch.int32).float()   # int32: 2x faster
                 union = (up | gold[:, None]).flatten(2).sum(-1, dtype=torch.int32).float()
                 actual_iou = inter / union.clamp(min=1)
-            mask_losses = _mask_losses(cand, target, settings.loss)
-            best = mask_losses.argmin(1)
-            mask_loss = mask_losses.gather(1, best[:, None]).mean()
+            per_mask = mask_losses(cand, target, settings.loss)
+            best = per_mask.argmin(1)
+            mask_loss = per_mask.gather(1, best[:, None]).mean()
             iou_loss = F.mse_loss(cand_iou, actual_iou, reduction="none")
             iou_loss = torch.where(multimask[:, None], iou_loss, iou_loss[:, :1].expand(-1, 3)).mean()
             if r in grad_rounds or not train:
@@ -128,7 +128,7 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
             prev_logits = cand[rows, chosen][:, None].detach()
             pred = up[rows, chosen]
             use_centre = torch.from_numpy(rng.random(n) < settings.center_click_probability).to(device)
-            new_xy, new_lab = _error_clicks(pred, gold, valid_n, use_centre, gen)
+            new_xy, new_lab = error_clicks(pred, gold, valid_n, use_centre, gen)
             coords = torch.cat([coords, new_xy[:, None].float()], 1)
             labels = torch.cat([labels, new_lab[:, None]], 1)
     stats["iou_by_round"] = iou_by_round

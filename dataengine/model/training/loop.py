@@ -15,7 +15,7 @@ def _as_is(samples):
     return samples
 
 
-def _lr_at(step: int, settings: TrainSettings) -> float:
+def lr_at(step: int, settings: TrainSettings) -> float:
     """Return the learning rate of `step`: linear warm-up, then cosine decay to lr * min_lr_fraction."""
     if step < settings.warmup_steps:
         return settings.lr * (step + 1) / settings.warmup_steps
@@ -144,7 +144,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
     for step, samples in zip(range(start, settings.steps), loader):
         rng = np.random.default_rng([settings.seed, step])
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, settings)
+            group["lr"] = lr_at(step, settings)
         batch = collate(samples, sam, settings.masks_per_image, rng, device)
         step_settings = settings if step >= settings.first_click_only_steps else replace(settings, rounds=1)
         loss, stats = optimisation_step(sam, optimizer, batch, step_settings, [settings.seed, step, 1], device)
@@ -158,7 +158,7 @@ def train(sam, dataset, settings: TrainSettings, state_path: str, heldout=None, 
         if done % 10 == 0 or done == settings.steps:
             arr = np.asarray(window)
             log(f"step {done}/{settings.steps} loss {arr[:, 0].mean():.4f} iou@1 {arr[:, 1].mean():.3f} "
-                f"iou@{settings.rounds} {arr[:, 2].mean():.3f} lr {_lr_at(step, settings):.2e} "
+                f"iou@{settings.rounds} {arr[:, 2].mean():.3f} lr {lr_at(step, settings):.2e} "
                 f"{(time.time() - t0) / max(1, done - start):.2f}s/step")
             history.append({"step": done, "loss": round(float(arr[:, 0].mean()), 5),
                             "iou_first": round(float(arr[:, 1].mean()), 4),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataengine.model.training.settings import DICE_WEIGHT, FOCAL_WEIGHT
 
 
-def _mask_losses(logits, target, kind: str):
+def mask_losses(logits, target, kind: str):
     """Return per-mask losses (N, K) of logits (N, K, L, L) against soft targets (N, 1, L, L)."""
     import torch
     import torch.nn.functional as F

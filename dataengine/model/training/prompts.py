@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataengine.model.training.settings import BOX_NOISE_CAP, BOX_NOISE_STD
 
 
-def _embed_prompts(sam, coords, labels, boxes, uses_box):
+def embed_prompts(sam, coords, labels, boxes, uses_box):
     """Return sparse embeddings (N, T, C): point-started prompts padded with a non-point, box-started ones
     carry the box plus their later points (both groups have the same token count)."""
     import torch
@@ -43,7 +43,7 @@ def _uniform_points(region, generator):
     return torch.stack([idx % s, idx // s], dim=1)
 
 
-def _error_clicks(pred, gold, valid, use_center, generator):
+def error_clicks(pred, gold, valid, use_center, generator):
     """Return the next clicks (N, 2) long and labels (N,) int for predictions and gold (N, S, S) bool.
 
     Uniform: a pixel drawn uniformly from the error region; positive if it is a missed pixel (paper App. A).
@@ -74,7 +74,7 @@ def _error_clicks(pred, gold, valid, use_center, generator):
     return coords, labels
 
 
-def _noisy_boxes(gold, generator):
+def noisy_boxes(gold, generator):
     """Return (N, 4) float XYXY boxes of gold masks (N, S, S) with the paper's noise (std 10% side, cap 20 px)."""
     import torch
 
