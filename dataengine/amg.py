@@ -144,24 +144,23 @@ def resolve_settings(preset: str | None = None, **settings) -> dict:
     return resolved
 
 
-class MaskGenerator:
-    """Automatic mask generator: `MaskGenerator(model, preset=None, **settings).generate(image)`.
+class GridMaskGenerator:
+    """The shape both automatic generators share (SAM's `MaskGenerator`, SAM 2's `Sam2MaskGenerator`).
 
-    `model` is a `segment_anything.modeling.Sam`; `settings` are the official `SamAutomaticMaskGenerator`
-    keywords (same meaning) plus `max_mask_area_ratio` (None = off). `points_per_batch=None` picks a batch size
-    for the model's device. `generate` takes an (H, W, 3) uint8 RGB array and returns one dict per mask with the
-    official keys, in the official order: segmentation, area, bbox (XYWH, w = x_max - x_min), predicted_iou,
-    point_coords ([[x, y]]), stability_score, crop_box (XYWH).
+    Per crop of the image (the whole image, then the zoomed crop layers): embed the crop, decode its point grid
+    `points_per_batch` points at a time, keep the masks that pass the per-mask filters, box NMS within the crop;
+    then box NMS across crops (smaller crops win), `_after_crops`, and the records. A subclass gives its settings
+    and decoder to `__init__` and implements `_embed_crop` (embed a crop, scale its grid to the model frame) and
+    `_process_batch` (decode a batch of points into a `MaskSet`, usually through `_keep`).
     """
 
-    def __init__(self, model, preset: str | None = None, **settings):
+    def __init__(self, model, settings: dict, decoder):
         from segment_anything.utils.amg import build_all_layer_point_grids
 
-        from dataengine.model.decoding import PointDecoder
         from dataengine.model.device import default_points_per_batch, model_device
 
         self.model = model
-        self.settings = resolve_settings(preset, **settings)
+        self.settings = settings
         for name, value in self.settings.items():
             setattr(self, name, value)
         self.device = model_device(model)
@@ -173,7 +172,7 @@ class MaskGenerator:
         if len(self.point_grids) < self.crop_n_layers + 1:
             raise ValueError(f"point_grids has {len(self.point_grids)} grid(s); crop_n_layers="
                              f"{self.crop_n_layers} needs {self.crop_n_layers + 1}")
-        self.decoder = PointDecoder(model)
+        self.decoder = decoder
 
     def generate(self, image) -> list[dict]:
         """Return the mask records of an (H, W, 3) uint8 RGB image (see the class docstring)."""
@@ -185,49 +184,136 @@ class MaskGenerator:
         from dataengine.model.embeddings import check_image
 
         check_image(image)
-        height, width = image.shape[:2]
-        crop_boxes, layers = generate_crop_boxes((height, width), self.crop_n_layers, self.crop_overlap_ratio)
-        with torch.no_grad():
+        crop_boxes, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
+        with torch.no_grad(), self._generation_context():
             masks = MaskSet.concat([self._process_crop(image, box, layer)
                                     for box, layer in zip(crop_boxes, layers)], self.device)
             if len(crop_boxes) > 1 and len(masks):
                 prefer_small_crops = 1 / box_area(masks.crop_boxes)
                 masks = masks.take(box_nms(masks.boxes, prefer_small_crops, self.crop_nms_thresh))
-            if self.min_mask_region_area > 0 and len(masks):
-                masks = self._clean_small_regions(masks, (height, width))
+            masks = self._after_crops(masks, image.shape[:2])
         return self._records(masks)
+
+    def _generation_context(self):
+        """Return the context the whole generation runs in (none by default)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _after_crops(self, masks: MaskSet, image_size) -> MaskSet:
+        """Return the image's masks after the cross-crop NMS (as they are by default)."""
+        return masks
+
+    def _embed_crop(self, crop, crop_points):
+        """Embed `crop` for the decoder; return (crop points (P, 2) tensor in the crop frame, a tuple of (P, ...)
+        tensors per point that `_process_batch` takes first, sliced to the batch)."""
+        raise NotImplementedError
+
+    def _process_batch(self, *per_point_and_rest) -> MaskSet:
+        """Decode one batch of points: `(*per_point, image points, crop_box, image_size)` -> kept masks."""
+        raise NotImplementedError
 
     def _process_crop(self, image, crop_box, layer: int) -> MaskSet:
         """Embed one crop, decode its point grid batch by batch, NMS within the crop."""
         import numpy as np
         import torch
-        from segment_anything.utils.transforms import ResizeLongestSide
 
         from dataengine.masks import box_nms
-        from dataengine.model.embeddings import compute_embedding
 
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1]
-        embedding = compute_embedding(self.model, crop)
-        self.decoder.set_features(embedding.features)
-        crop_points = self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1]
-        model_points = ResizeLongestSide(self.model.image_encoder.img_size).apply_coords(crop_points,
-                                                                                         crop.shape[:2])
-        model_points = torch.as_tensor(model_points, device=self.device)
-        sparse = self.decoder.embed_points(model_points)
-        image_points = torch.as_tensor(crop_points, device=self.device) + torch.tensor(
-            [[x0, y0]], device=self.device)
+        crop_points, per_point = self._embed_crop(crop, self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1])
+        image_points = crop_points + torch.tensor([[x0, y0]], device=self.device)
         parts = []
-        for start in range(0, len(crop_points), self.points_per_batch):
+        for start in range(0, len(image_points), self.points_per_batch):
             batch = slice(start, start + self.points_per_batch)
-            parts.append(self._process_batch(sparse[batch], model_points[batch], image_points[batch], embedding,
-                                             crop_box, image.shape[:2]))
+            parts.append(self._process_batch(*(t[batch] for t in per_point), image_points[batch], crop_box,
+                                             image.shape[:2]))
         masks = MaskSet.concat(parts, self.device)
         if len(masks):
             masks = masks.take(box_nms(masks.boxes, masks.iou, self.box_nms_thresh))
         return masks
 
-    def _process_batch(self, sparse, model_points, points, embedding, crop_box, image_size) -> MaskSet:
+    def _keep(self, logits, threshold: float, iou, points, crop_box, image_size) -> MaskSet:
+        """Stability filter, RLE/box/area, crop-edge filter and area rule for a chunk of candidates, given their
+        `UpscaledLogits` and the logit threshold of a mask."""
+        import torch
+
+        from dataengine.masks import column_changes_to_positions, encode_changes, is_box_near_crop_edge
+
+        offset = self.stability_score_offset
+        high, low = logits.count_above(threshold + offset, threshold - offset)
+        stability = high / low
+        if self.stability_score_thresh > 0:
+            stable = torch.nonzero(stability >= self.stability_score_thresh).flatten()
+            logits, stability, iou, points = logits.select(stable), stability[stable], iou[stable], points[stable]
+        if logits.count == 0:
+            return MaskSet.concat([], self.device)
+        within, top, bottom = logits.column_changes(threshold)
+        ids, positions = column_changes_to_positions(within, top, bottom, crop_box, image_size)
+        encoded = encode_changes(ids, positions, logits.count, image_size)
+        # an empty mask's box is [0, 0, 0, 0] in the crop's frame (the official convention), i.e. the crop origin
+        x0, y0 = crop_box[:2]
+        origin = torch.tensor([x0, y0, x0, y0], dtype=torch.long, device=encoded.boxes.device)
+        boxes = torch.where((encoded.areas == 0)[:, None], origin, encoded.boxes)
+        height, width = image_size
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
+        if self.max_mask_area_ratio is not None:
+            keep &= encoded.areas < self.max_mask_area_ratio * height * width
+        keep = torch.nonzero(keep).flatten()
+        crop_boxes = torch.tensor([list(crop_box)], dtype=torch.long, device=self.device).expand(len(keep), 4)
+        return MaskSet([encoded.rles[i] for i in keep.tolist()], boxes[keep], iou[keep],
+                       stability[keep], points[keep], crop_boxes)
+
+    def _records(self, masks: MaskSet) -> list[dict]:
+        """Return the official records of a mask set, in its order."""
+        from dataengine.masks import box_xyxy_to_xywh, coco_encode_rle, rle_area, rle_to_mask
+
+        encode = {"coco_rle": coco_encode_rle, "binary_mask": rle_to_mask}.get(self.output_mode, lambda rle: rle)
+        return [{"segmentation": encode(rle), "area": rle_area(rle), "bbox": box_xyxy_to_xywh(box),
+                 "predicted_iou": iou, "point_coords": [point], "stability_score": stability,
+                 "crop_box": box_xyxy_to_xywh(crop)}
+                for rle, box, iou, point, stability, crop in zip(
+                    masks.rles, masks.boxes.tolist(), masks.iou.tolist(), masks.points.tolist(),
+                    masks.stability.tolist(), masks.crop_boxes.tolist())]
+
+
+class MaskGenerator(GridMaskGenerator):
+    """Automatic mask generator: `MaskGenerator(model, preset=None, **settings).generate(image)`.
+
+    `model` is a `segment_anything.modeling.Sam`; `settings` are the official `SamAutomaticMaskGenerator`
+    keywords (same meaning) plus `max_mask_area_ratio` (None = off). `points_per_batch=None` picks a batch size
+    for the model's device. `generate` takes an (H, W, 3) uint8 RGB array and returns one dict per mask with the
+    official keys, in the official order: segmentation, area, bbox (XYWH, w = x_max - x_min), predicted_iou,
+    point_coords ([[x, y]]), stability_score, crop_box (XYWH).
+    """
+
+    def __init__(self, model, preset: str | None = None, **settings):
+        from dataengine.model.decoding import PointDecoder
+
+        super().__init__(model, resolve_settings(preset, **settings), PointDecoder(model))
+
+    def _after_crops(self, masks: MaskSet, image_size) -> MaskSet:
+        """Fill holes and remove islands when `min_mask_region_area` asks for it."""
+        if self.min_mask_region_area > 0 and len(masks):
+            return self._clean_small_regions(masks, image_size)
+        return masks
+
+    def _embed_crop(self, crop, crop_points):
+        """Embed the crop (`compute_embedding`); the points in the model frame and their sparse embeddings."""
+        import torch
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        from dataengine.model.embeddings import compute_embedding
+
+        self._embedding = compute_embedding(self.model, crop)
+        self.decoder.set_features(self._embedding.features)
+        model_points = ResizeLongestSide(self.model.image_encoder.img_size).apply_coords(crop_points, crop.shape[:2])
+        model_points = torch.as_tensor(model_points, device=self.device)
+        return torch.as_tensor(crop_points, device=self.device), (self.decoder.embed_points(model_points),
+                                                                  model_points)
+
+    def _process_batch(self, sparse, model_points, points, crop_box, image_size) -> MaskSet:
         """Decode one batch of point prompts and keep the masks that pass every per-mask filter."""
         import torch
 
@@ -243,45 +329,22 @@ class MaskGenerator:
             if len(candidates) == 0:
                 return MaskSet.concat([], self.device)
             low_res = self.decoder.mask_logits(decoded, candidates // 3, candidates % 3).float()
-        rows, width = embedding.input_size[0], image_size[1]
+        rows, width = self._embedding.input_size[0], image_size[1]
         chunk = max(1, UPSCALE_BUDGET // max(1, rows * width))
         parts = []
         for index in torch.split(torch.arange(len(candidates), device=iou.device), chunk):
             parts.append(self._filter_and_encode(low_res[index], iou[candidates[index]],
-                                                 points[candidates[index] // 3], embedding, crop_box, image_size))
+                                                 points[candidates[index] // 3], crop_box, image_size))
         return MaskSet.concat(parts, self.device)
 
-    def _filter_and_encode(self, low_res, iou, points, embedding, crop_box, image_size) -> MaskSet:
-        """Stability filter, RLE/box/area, crop-edge filter and area rule for a chunk of candidate masks."""
-        import torch
-
-        from dataengine.masks import column_changes_to_positions, encode_changes, is_box_near_crop_edge
+    def _filter_and_encode(self, low_res, iou, points, crop_box, image_size) -> MaskSet:
+        """Upscale a chunk of candidates' logits (padding cut off, to the crop) and keep those that pass."""
         from dataengine.model.upsampling import UpscaledLogits
 
         x0, y0, x1, y1 = crop_box
-        logits = UpscaledLogits(low_res, embedding.input_size, (y1 - y0, x1 - x0), self.model.image_encoder.img_size)
-        threshold, offset = self.model.mask_threshold, self.stability_score_offset
-        high, low = logits.count_above(threshold + offset, threshold - offset)
-        stability = high / low
-        if self.stability_score_thresh > 0:
-            stable = torch.nonzero(stability >= self.stability_score_thresh).flatten()
-            logits, stability, iou, points = logits.select(stable), stability[stable], iou[stable], points[stable]
-        if logits.count == 0:
-            return MaskSet.concat([], self.device)
-        within, top, bottom = logits.column_changes(threshold)
-        ids, positions = column_changes_to_positions(within, top, bottom, crop_box, image_size)
-        encoded = encode_changes(ids, positions, logits.count, image_size)
-        # an empty mask's box is [0, 0, 0, 0] in the crop's frame (the official convention), i.e. the crop origin
-        origin = torch.tensor([x0, y0, x0, y0], dtype=torch.long, device=encoded.boxes.device)
-        boxes = torch.where((encoded.areas == 0)[:, None], origin, encoded.boxes)
-        height, width = image_size
-        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
-        if self.max_mask_area_ratio is not None:
-            keep &= encoded.areas < self.max_mask_area_ratio * height * width
-        keep = torch.nonzero(keep).flatten()
-        crop_boxes = torch.tensor([list(crop_box)], dtype=torch.long, device=self.device).expand(len(keep), 4)
-        return MaskSet([encoded.rles[i] for i in keep.tolist()], boxes[keep], iou[keep],
-                       stability[keep], points[keep], crop_boxes)
+        logits = UpscaledLogits(low_res, self._embedding.input_size, (y1 - y0, x1 - x0),
+                                self.model.image_encoder.img_size)
+        return self._keep(logits, self.model.mask_threshold, iou, points, crop_box, image_size)
 
     def _clean_small_regions(self, masks: MaskSet, image_size) -> MaskSet:
         """Fill holes and remove islands under min_mask_region_area, then NMS preferring untouched masks."""
@@ -303,32 +366,6 @@ class MaskGenerator:
                        max(self.box_nms_thresh, self.crop_nms_thresh))
         updated = MaskSet(rles, boxes, masks.iou, masks.stability, masks.points, masks.crop_boxes)
         return updated.take(keep)
-
-    def _records(self, masks: MaskSet) -> list[dict]:
-        """Return the official records of a mask set, in its order."""
-        from dataengine.masks import box_xyxy_to_xywh, coco_encode_rle, rle_area, rle_to_mask
-
-        boxes, crop_boxes = masks.boxes.tolist(), masks.crop_boxes.tolist()
-        ious, stabilities = masks.iou.tolist(), masks.stability.tolist()
-        points = masks.points.tolist()
-        records = []
-        for i, rle in enumerate(masks.rles):
-            if self.output_mode == "coco_rle":
-                segmentation = coco_encode_rle(rle)
-            elif self.output_mode == "binary_mask":
-                segmentation = rle_to_mask(rle)
-            else:
-                segmentation = rle
-            records.append({
-                "segmentation": segmentation,
-                "area": rle_area(rle),
-                "bbox": box_xyxy_to_xywh(boxes[i]),
-                "predicted_iou": ious[i],
-                "point_coords": [points[i]],
-                "stability_score": stabilities[i],
-                "crop_box": box_xyxy_to_xywh(crop_boxes[i]),
-            })
-        return records
 
 
 def match_records(reference: list[dict], candidate: list[dict], min_iou: float = 0.99,

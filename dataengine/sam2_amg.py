@@ -18,7 +18,7 @@ the full-resolution float maps of every candidate.
 """
 from __future__ import annotations
 
-from dataengine.amg import DEFAULTS, PRESETS, MaskSet, resolve_settings
+from dataengine.amg import DEFAULTS, PRESETS, UPSCALE_BUDGET, GridMaskGenerator, MaskSet, resolve_settings
 
 #: `SAM2AutomaticMaskGenerator.__init__`'s settings and defaults (sam2 1.1.0).
 SAM2_OFFICIAL_DEFAULTS = {
@@ -42,8 +42,6 @@ SAM2_OFFICIAL_DEFAULTS = {
 SAM2_DEFAULTS = {**SAM2_OFFICIAL_DEFAULTS, "points_per_batch": None, "max_mask_area_ratio": None}
 #: The engine's presets (`dataengine.amg.PRESETS`: `sa1b` is the SA-1B recipe) with `official` meaning SAM 2's.
 SAM2_PRESETS = {**PRESETS, "official": {k: v for k, v in SAM2_OFFICIAL_DEFAULTS.items() if k != "points_per_batch"}}
-EDGE_TOLERANCE = 20.0       # px, as the official generator
-UPSCALE_BUDGET = 1 << 24    # column-form floats processed at once
 
 
 def resolve_sam2_settings(preset: str | None = None, **settings) -> dict:
@@ -93,7 +91,7 @@ def fill_holes_and_sprinkles(low_res, threshold: float, max_area: float):
     return torch.where((labels > 0) & (areas <= max_area), threshold - 10.0, out)[:, 0]
 
 
-class Sam2MaskGenerator:
+class Sam2MaskGenerator(GridMaskGenerator):
     """Automatic mask generator for SAM 2: `Sam2MaskGenerator(model, preset=None, **settings).generate(image)`.
 
     `model` is a `sam2.modeling.sam2_base.SAM2Base`; `settings` are `SAM2AutomaticMaskGenerator`'s keywords
@@ -103,73 +101,30 @@ class Sam2MaskGenerator:
     """
 
     def __init__(self, model, preset: str | None = None, **settings):
-        from sam2.utils.amg import build_all_layer_point_grids
-
-        from dataengine.model.device import default_points_per_batch, model_device
         from dataengine.model.sam2_decoding import Sam2PointDecoder
 
-        self.model = model
-        self.settings = resolve_sam2_settings(preset, **settings)
-        for name, value in self.settings.items():
-            setattr(self, name, value)
-        self.device = model_device(model)
-        if self.points_per_batch is None:
-            self.points_per_batch = default_points_per_batch(self.device)
-        if self.points_per_side is not None:
-            self.point_grids = build_all_layer_point_grids(
-                self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
-        if len(self.point_grids) < self.crop_n_layers + 1:
-            raise ValueError(f"point_grids has {len(self.point_grids)} grid(s); crop_n_layers="
-                             f"{self.crop_n_layers} needs {self.crop_n_layers + 1}")
-        self.decoder = Sam2PointDecoder(model)
+        super().__init__(model, resolve_sam2_settings(preset, **settings), Sam2PointDecoder(model))
 
-    def generate(self, image) -> list[dict]:
-        """Return the mask records of an (H, W, 3) uint8 RGB image (see the class docstring)."""
-        import torch
-        from sam2.utils.amg import generate_crop_boxes
-        from torchvision.ops import box_area
-
-        from dataengine.masks import box_nms
+    def _generation_context(self):
+        """The whole generation runs under the device's autocast (bf16 on CUDA), as SAM 2's generator does."""
         from dataengine.model.device import autocast
-        from dataengine.model.embeddings import check_image
 
-        check_image(image)
-        crop_boxes, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
-        with torch.no_grad(), autocast(self.device):
-            masks = MaskSet.concat([self._process_crop(image, box, layer)
-                                    for box, layer in zip(crop_boxes, layers)], self.device)
-            if len(crop_boxes) > 1 and len(masks):
-                masks = masks.take(box_nms(masks.boxes, 1 / box_area(masks.crop_boxes), self.crop_nms_thresh))
-        return self._records(masks)
+        return autocast(self.device)
 
-    def _process_crop(self, image, crop_box, layer: int) -> MaskSet:
-        """Embed one crop, decode its point grid batch by batch, NMS within the crop."""
-        import numpy as np
+    def _embed_crop(self, crop, crop_points):
+        """Embed the crop with its high-resolution features; the points scaled per axis to the square frame."""
         import torch
 
-        from dataengine.masks import box_nms
         from dataengine.model.sam2_predictor import compute_sam2_embedding
 
-        x0, y0, x1, y1 = crop_box
-        crop = image[y0:y1, x0:x1]
         embedding = compute_sam2_embedding(self.model, crop)
         self.decoder.set_features(embedding.features, embedding.high_res_features)
         self._embedding = embedding.features      # the mask-to-mask refinement calls the official decoder
-        crop_points = torch.as_tensor(self.point_grids[layer] * np.array(crop.shape[:2])[None, ::-1],
-                                      dtype=torch.float32, device=self.device)
+        crop_points = torch.as_tensor(crop_points, dtype=torch.float32, device=self.device)
         model_points = crop_points.clone()                       # SAM2Transforms.transform_coords(normalize=True)
         model_points[:, 0] = model_points[:, 0] / crop.shape[1]
         model_points[:, 1] = model_points[:, 1] / crop.shape[0]
-        model_points = model_points * self.model.image_size
-        image_points = crop_points + torch.tensor([[x0, y0]], device=self.device)
-        parts = []
-        for start in range(0, len(crop_points), self.points_per_batch):
-            batch = slice(start, start + self.points_per_batch)
-            parts.append(self._process_batch(model_points[batch], image_points[batch], crop_box, image.shape[:2]))
-        masks = MaskSet.concat(parts, self.device)
-        if len(masks):
-            masks = masks.take(box_nms(masks.boxes, masks.iou, self.box_nms_thresh))
-        return masks
+        return crop_points, (model_points * self.model.image_size,)
 
     def _candidates(self, model_points):
         """Return (prompt index (n,), predicted IoU (n,), low-res logits (n, h, w)) of the masks that pass the IoU
@@ -221,58 +176,17 @@ class Sam2MaskGenerator:
         """Decode one batch of point prompts and keep the masks that pass every per-mask filter."""
         import torch
 
+        from dataengine.model.upsampling import UpscaledLogits
+
         prompt, iou, low_res = self._candidates(model_points)
         if len(iou) == 0:
             return MaskSet.concat([], self.device)
         if self.min_mask_region_area > 0:
             low_res = fill_holes_and_sprinkles(low_res, self.mask_threshold, self.min_mask_region_area)
         x0, y0, x1, y1 = crop_box
+        side = low_res.shape[-1]     # the low-res logits cover the whole crop: one bilinear resize to it
         chunk = max(1, UPSCALE_BUDGET // max(1, low_res.shape[1] * image_size[1]))
-        parts = [self._filter_and_encode(low_res[index], iou[index], image_points[prompt[index]], crop_box,
-                                         image_size)
+        parts = [self._keep(UpscaledLogits(low_res[index], (low_res.shape[-2], side), (y1 - y0, x1 - x0), side),
+                            self.mask_threshold, iou[index], image_points[prompt[index]], crop_box, image_size)
                  for index in torch.split(torch.arange(len(iou), device=self.device), chunk)]
         return MaskSet.concat(parts, self.device)
-
-    def _filter_and_encode(self, low_res, iou, points, crop_box, image_size) -> MaskSet:
-        """Stability filter, RLE/box/area, crop-edge filter and area rule for a chunk of candidate masks."""
-        import torch
-
-        from dataengine.masks import column_changes_to_positions, encode_changes, is_box_near_crop_edge
-        from dataengine.model.upsampling import UpscaledLogits
-
-        x0, y0, x1, y1 = crop_box
-        side = low_res.shape[-1]     # the low-res logits cover the whole crop: one bilinear resize to it
-        logits = UpscaledLogits(low_res, (low_res.shape[-2], side), (y1 - y0, x1 - x0), side)
-        threshold, offset = self.mask_threshold, self.stability_score_offset
-        high, low = logits.count_above(threshold + offset, threshold - offset)
-        stability = high / low
-        if self.stability_score_thresh > 0:
-            stable = torch.nonzero(stability >= self.stability_score_thresh).flatten()
-            logits, stability, iou, points = logits.select(stable), stability[stable], iou[stable], points[stable]
-        if logits.count == 0:
-            return MaskSet.concat([], self.device)
-        within, top, bottom = logits.column_changes(threshold)
-        ids, positions = column_changes_to_positions(within, top, bottom, crop_box, image_size)
-        encoded = encode_changes(ids, positions, logits.count, image_size)
-        origin = torch.tensor([x0, y0, x0, y0], dtype=torch.long, device=encoded.boxes.device)
-        boxes = torch.where((encoded.areas == 0)[:, None], origin, encoded.boxes)   # empty: the crop origin
-        height, width = image_size
-        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height], atol=EDGE_TOLERANCE)
-        if self.max_mask_area_ratio is not None:
-            keep &= encoded.areas < self.max_mask_area_ratio * height * width
-        keep = torch.nonzero(keep).flatten()
-        crop_boxes = torch.tensor([list(crop_box)], dtype=torch.long, device=self.device).expand(len(keep), 4)
-        return MaskSet([encoded.rles[i] for i in keep.tolist()], boxes[keep], iou[keep], stability[keep],
-                       points[keep], crop_boxes)
-
-    def _records(self, masks: MaskSet) -> list[dict]:
-        """Return the official records of a mask set, in its order."""
-        from dataengine.masks import box_xyxy_to_xywh, coco_encode_rle, rle_area, rle_to_mask
-
-        encode = {"coco_rle": coco_encode_rle, "binary_mask": rle_to_mask}.get(self.output_mode, lambda rle: rle)
-        return [{"segmentation": encode(rle), "area": rle_area(rle), "bbox": box_xyxy_to_xywh(box),
-                 "predicted_iou": iou, "point_coords": [point], "stability_score": stability,
-                 "crop_box": box_xyxy_to_xywh(crop)}
-                for rle, box, iou, point, stability, crop in zip(
-                    masks.rles, masks.boxes.tolist(), masks.iou.tolist(), masks.points.tolist(),
-                    masks.stability.tolist(), masks.crop_boxes.tolist())]
