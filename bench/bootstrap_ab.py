@@ -5,7 +5,8 @@ held-out IoU by round every `heldout_every` steps, on the same held-out scenes a
     python bench/bootstrap_ab.py --variant v0-design --steps 600 --out /tmp/ab-v0
 
 Variants: `recipe` (the bootstrap recipe as it is), `v0-design` (the same recipe without the mask-aware IoU
-head, the instance head and the photo textures: the design of the earlier v0s). Compare its lines with the
+head, the instance head and the photo textures: the design of the earlier v0s), `no-photos`, `no-instance-head`
+and `token-head` (each without one of the three changes). Compare its lines with the
 `held-out at step N` lines of the run it is set against.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ VARIANTS = {
     "v0-design": ({"iou_head": "token", "instance_dim": 0}, {"photo_share": 0.0, "instance_weight": 0.0}),
     "no-photos": ({}, {"photo_share": 0.0}),
     "no-instance-head": ({"instance_dim": 0}, {"instance_weight": 0.0}),
+    "token-head": ({"iou_head": "token"}, {}),
 }
 
 

@@ -250,3 +250,33 @@ def test_a_gpu_bootstrap_takes_a_larger_batch_and_the_cpu_the_recipe_as_it_is():
 
     assert train_batch_factor("cpu") == 1 and train_batch_factor("cuda") == 8
     assert type(autocast("cpu")).__name__ == "nullcontext"                 # fp32 on the CPU, exact
+
+
+def test_the_recipe_a_checkpoints_card_records_trains_again(tmp_path):
+    """`bootstrap-model --recipe-of`: the shipped v0's card gives back its architecture (token IoU head, no
+    instance head, though TINY_CONFIG has both now) and its settings; a short run of it builds that architecture;
+    a checkpoint whose card records no settings is refused."""
+    from dataclasses import replace
+
+    from dataengine.model import load_model
+    from dataengine.model.tiny import build_sam_tiny
+
+    shipped = training.shipped_checkpoint_path()
+    card = torch.load(shipped, map_location="cpu", weights_only=True)["card"]
+    config, phases = training.recipe_of(str(shipped))
+    assert config["iou_head"] == "token" and config["instance_dim"] == 0
+    assert [p.steps for p in phases] == [s["steps"] for s in card["settings"]]
+    assert phases[0].masks_per_image == card["settings"][0]["masks_per_image"]
+    assert phases[0].photo_share == 0.0 and phases[0].instance_weight == 0.0 and phases[0].ema_decay == 0.0
+
+    out = tmp_path / "again.pt"
+    short = [replace(p, heldout_images=2, num_workers=0, threads=1) for p in phases]
+    again = training.bootstrap(str(out), str(tmp_path / "state.pt"), log=lambda m: None, steps=2, config=config,
+                               phases=short)
+    assert again["config"]["iou_head"] == "token" and again["training"]["phases"][0]["steps_done"] == 2
+    assert hasattr(load_model("sam_tiny", checkpoint=str(out), device="cpu").mask_decoder, "iou_prediction_head")
+
+    bare = tmp_path / "bare.pt"
+    training.write_checkpoint(str(bare), build_sam_tiny(SMALL), SMALL, {"name": "sam_tiny"})
+    with pytest.raises(ValueError, match="records no training settings"):
+        training.recipe_of(str(bare))

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
                         "BOOTSTRAP_PHASES, as the shipped v0 was trained)")
     b.add_argument("--threads", type=int, help="torch threads of this segment (default: the recipe's 2; 1 is "
                                                "faster on a machine busy with other work)")
+    b.add_argument("--recipe-of", metavar="CHECKPOINT",
+                   help="train the recipe a checkpoint's card records (its architecture and settings) instead of "
+                        "BOOTSTRAP_PHASES, e.g. dataengine/assets/sam_tiny_v0.pt to train the shipped v0 again")
     b.set_defaults(func=run_bootstrap)
 
 
@@ -59,7 +62,7 @@ def run_bootstrap(args) -> int:
     import os
     import time
 
-    from dataengine.model.training import bootstrap
+    from dataengine.model.training import bootstrap, recipe_of
 
     state = args.state or (args.out.replace("file://", "") + ".state" if "://" not in args.out
                            or args.out.startswith("file://") else os.path.join(".engine", "bootstrap.state"))
@@ -67,9 +70,10 @@ def run_bootstrap(args) -> int:
     def log(message):
         print(time.strftime("%H:%M:%S"), message, flush=True)
 
-    budget = 0.0 if args.steps else 60 * args.time_budget_minutes   # explicit steps replace the budget
+    config, phases = recipe_of(args.recipe_of) if args.recipe_of else (None, None)
+    budget = 0.0 if args.steps or args.recipe_of else 60 * args.time_budget_minutes   # a fixed recipe: no budget
     card = bootstrap(args.out, state, log=log, steps=args.steps, time_limit_s=60 * args.time_limit_minutes,
-                     time_budget_s=budget, threads=args.threads)
+                     time_budget_s=budget, threads=args.threads, config=config, phases=phases)
     print(json.dumps(card["metrics"], indent=2))
     print(f"wrote {args.out}")
     return 0

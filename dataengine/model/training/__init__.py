@@ -10,7 +10,7 @@ deterministic and resumes exactly.
 from __future__ import annotations
 
 from dataengine.model.training.bootstrap import (BOOTSTRAP, BOOTSTRAP_PHASES, _phase_seed_base, bootstrap,
-                                                 bootstrap_settings)
+                                                 bootstrap_settings, recipe_of)
 from dataengine.model.training.budget import BUDGET_MARGIN, _budgeted, measure_step_seconds, plan_steps
 from dataengine.model.training.checkpoints import (SHIPPED_CHECKPOINT, checkpoint_bytes, shipped_checkpoint_path,
                                                    write_checkpoint)

@@ -35,6 +35,21 @@ def bootstrap_settings() -> list[TrainSettings]:
     return [TrainSettings(**phase) for phase in BOOTSTRAP_PHASES]
 
 
+def recipe_of(checkpoint_uri: str) -> tuple[dict, list[TrainSettings]]:
+    """Return (config, phases) of the recipe a checkpoint's card records, to train it again with `bootstrap`:
+    the architecture its weights show (`loading.checkpoint_config`) and its phases' settings (settings added
+    since take their defaults, which leave them off)."""
+    from dataengine.model.loading import checkpoint_config, load_payload
+    from dataengine.storage import read_uri
+
+    payload = load_payload(read_uri(str(checkpoint_uri)), f"checkpoint {checkpoint_uri}")
+    card = payload.get("card") if isinstance(payload, dict) else None
+    if not isinstance(card, dict) or not card.get("settings"):
+        raise ValueError(f"{checkpoint_uri}: its card records no training settings to repeat")
+    config = checkpoint_config(payload["model"], dict(payload.get("config") or {}))
+    return config, [TrainSettings(**phase) for phase in card["settings"]]
+
+
 def _phase_seed_base(phase: int, settings: TrainSettings) -> int:
     """Return the first synthetic seed of a phase's training scenes (phases never share scenes)."""
     return SYNTH_TRAIN_SEED_BASE + phase * 100_000_000
