@@ -129,7 +129,7 @@ def batch(tmp_path_factory) -> dict:
         side_car.unlink()
     write_scenes(root / "gold", GOLD_IMAGES, seed=730_000)
     checkpoint = config.shipped_model_path()
-    assert checkpoint.exists(), f"the shipped model {checkpoint} is missing: run `make bootstrap-model`"
+    assert checkpoint.exists(), f"the shipped model {checkpoint} is missing: `git checkout` it"
     return {"images": str(root / "images"), "gold": str(root / "gold"), "checkpoint": str(checkpoint)}
 
 

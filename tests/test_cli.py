@@ -54,4 +54,4 @@ def test_bootstrap_model_fits_the_issue_budget_unless_told_otherwise():
     args = parser.parse_args(["bootstrap-model", "--out", "/tmp/v0.pt"])
     assert args.time_budget_minutes == 60.0                   # within an hour on this machine by default
     fixed = parser.parse_args(["bootstrap-model", "--out", "/tmp/v0.pt", "--time-budget-minutes", "0"])
-    assert fixed.time_budget_minutes == 0.0                   # the shipped v0's fixed recipe
+    assert fixed.time_budget_minutes == 0.0                   # the fixed recipe, BOOTSTRAP_PHASES

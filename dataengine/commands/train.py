@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     b.add_argument("--time-budget-minutes", type=float, default=60.0,
                    help="fit the run into this wall-clock budget on this machine: measure its step times first "
                         "and take as many of the recipe's steps as fit (default 60; 0: the fixed recipe, "
-                        "BOOTSTRAP_PHASES, as the shipped v0 was trained)")
+                        "BOOTSTRAP_PHASES, or the one --recipe-of names)")
     b.add_argument("--threads", type=int, help="torch threads of this segment (default: the recipe's 2; 1 is "
                                                "faster on a machine busy with other work)")
     b.add_argument("--recipe-of", metavar="CHECKPOINT",
