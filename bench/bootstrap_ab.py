@@ -6,7 +6,8 @@ held-out IoU by round every `heldout_every` steps, on the same held-out scenes a
 
 Variants: `recipe` (the bootstrap recipe as it is), `v0-design` (the same recipe without the mask-aware IoU
 head, the instance head and the photo textures: the design of the earlier v0s), `no-photos`, `no-instance-head`
-and `token-head` (each without one of the three changes). Compare its lines with the
+(each without one of the changes), `token-head` (SAM's IoU head, what the recipe has used since the eighth
+session) and `mask-aware-head` (the seventh session's `tiny.MaskAwareDecoder`). Compare its lines with the
 `held-out at step N` lines of the run it is set against.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ VARIANTS = {
     "no-photos": ({}, {"photo_share": 0.0}),
     "no-instance-head": ({"instance_dim": 0}, {"instance_weight": 0.0}),
     "token-head": ({"iou_head": "token"}, {}),
+    "mask-aware-head": ({"iou_head": "mask_aware"}, {}),
 }
 
 
@@ -29,6 +31,9 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(VARIANTS), required=True)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="steps of the cosine schedule (default: the recipe's; 7000 for comparisons with the "
+                             "committed run's first 711 steps, which ran on the 7000-step plan)")
     parser.add_argument("--out", required=True, help="folder for the state and the checkpoint")
     args = parser.parse_args()
 
@@ -39,7 +44,7 @@ def main() -> None:
     config, overrides = VARIANTS[args.variant]
     phase = bootstrap_settings()[0]
     phase = replace(phase, **overrides, threads=args.threads, steps=args.steps,
-                    lr_horizons=[[args.steps, phase.steps]], curve_minutes=[])
+                    lr_horizons=[[args.steps, args.horizon or phase.steps]], curve_minutes=[])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -190,7 +190,10 @@ def test_bootstrap_within_a_time_budget_measures_plans_and_resumes_with_its_plan
     assert second["training"]["phases"][0]["steps_done"] == plan["steps"]
     from dataengine.model import load_model
 
-    assert load_model("sam_tiny", checkpoint=str(out), device="cpu").image_encoder.img_size == 64
+    again = load_model("sam_tiny", checkpoint=str(out), device="cpu")
+    assert again.image_encoder.img_size == 64
+    # the recipe's architecture (BOOTSTRAP_CONFIG): SAM's token IoU head, though TINY_CONFIG's default is mask-aware
+    assert second["config"]["iou_head"] == "token" and hasattr(again.mask_decoder, "iou_prediction_head")
 
 
 def test_discriminative_loss_is_zero_for_separated_objects_and_positive_for_mixed_ones():

@@ -18,14 +18,18 @@ from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNT
 # object of each image, half of the textures cut from real photographs, a moving average of the weights (what
 # every checkpoint gets, so a segment can stop anywhere), the scaling curve kept at 15..480 trained minutes, and
 # a held-out check every 100 steps. 300 first-prompt-only steps while the model learns to localise a click.
-# Planned at 7000 steps; shortened to 2600 at step 711 so the run ends annealed (docs/model.md).
+# The architecture keeps SAM's token IoU head (BOOTSTRAP_CONFIG): the run with the mask-aware head (state in
+# training/bootstrap/state.pt, 2600 steps) lost the first click, and the token-head arm of the A/B recovered it
+# at equal steps (docs/benchmarks.md, "Eighth session"). That arm's first 600 steps, on the 7000-step plan of the
+# time, are this run's first 600 (lr_horizons), so the run resumes from its state in training/bootstrap/token-head/.
+BOOTSTRAP_CONFIG = {"iou_head": "token"}
 BOOTSTRAP_PHASES: list[dict] = [
     {"steps": 2600, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
      "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
      "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
      "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
-     "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [], "instance_weight": 0.5,
-     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [15, 30, 60, 120, 240, 480]},
+     "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [[600, 7000]], "instance_weight": 0.5,
+     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [60, 120, 240, 480]},
 ]
 BOOTSTRAP = BOOTSTRAP_PHASES[0]
 
@@ -75,6 +79,7 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
     """Train `sam_tiny` v0 from scratch on synthetic scenes, phase after phase (each resumable from its state file:
     `state_path`, then `state_path.phase2`, ...); write it to `out_uri` with its card; return the card.
 
+    `config` defaults to `TINY_CONFIG` with `BOOTSTRAP_CONFIG` (the recipe's architecture choices).
     `steps` overrides the steps of every phase (a shorter, different model); `time_limit_s` stops a phase after
     that many seconds of this process (run again to continue). `time_budget_s` fits a one-phase recipe to a
     wall-clock budget on this machine: its step times are measured first and the run takes as many steps as fit
@@ -89,7 +94,7 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
     from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
 
     phases = [replace(p) for p in phases] if phases else bootstrap_settings()
-    config = {**TINY_CONFIG, **(config or {})}
+    config = {**TINY_CONFIG, **BOOTSTRAP_CONFIG, **(config or {})}
     sam = build_sam_tiny(config)
     heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
     heldout = [heldout_scenes[i] for i in range(phases[-1].heldout_images)]
