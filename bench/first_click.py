@@ -17,14 +17,15 @@ def load(path: str):
     """Return the `sam_tiny` of a checkpoint, or of a training state's averaged weights."""
     import torch
 
-    from dataengine.model.loading import load_model
-    from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
+    from dataengine.model.loading import checkpoint_config, load_model, load_state_dict_strictly
+    from dataengine.model.tiny import build_sam_tiny
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "optimizer" not in payload:
         return load_model("sam_tiny", path, device="cpu")
-    sam = build_sam_tiny(TINY_CONFIG)
-    sam.load_state_dict(payload.get("ema") or payload["model"])
+    weights = payload.get("ema") or payload["model"]
+    sam = build_sam_tiny(checkpoint_config(weights, {}))      # the architecture the weights show
+    load_state_dict_strictly(sam, weights, path)
     return sam.eval()
 
 
@@ -35,7 +36,8 @@ def first_click_ious(sam, scenes: int):
     import torch
     import torch.nn.functional as F
 
-    from dataengine.model.training import SyntheticScenes, collate, decode, embed_prompts, error_clicks
+    from dataengine.model.training import (SyntheticScenes, collate, decode, dense_prompts, embed_prompts,
+                                           error_clicks)
     from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE
 
     data = SyntheticScenes(sam.image_encoder.img_size, seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
@@ -50,10 +52,9 @@ def first_click_ious(sam, scenes: int):
             xy, label = error_clicks(torch.zeros_like(batch.gold), batch.gold, batch.valid[batch.image_index],
                                      centre, torch.Generator().manual_seed(start))
             coords, labels = xy[:, None].float(), label[:, None]
-            sparse = embed_prompts(sam, coords, labels, torch.zeros(n, 4), torch.zeros(n, dtype=torch.bool))
-            dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
-            if hasattr(sam.prompt_encoder, "click_maps"):
-                dense = dense + sam.prompt_encoder.click_maps(coords, labels)
+            no_box = torch.zeros(n, dtype=torch.bool)
+            sparse = embed_prompts(sam, coords, labels, torch.zeros(n, 4), no_box)
+            dense = dense_prompts(sam, coords, labels, no_box, None, src.shape[-2:])
             logits, iou = decode(sam, src, sam.prompt_encoder.get_dense_pe(), sparse, dense)
             masks = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False) > 0
             gold = batch.gold[:, None]

@@ -20,11 +20,13 @@ from dataengine.model.training.finetune import read_snapshot, train_from_snapsho
 from dataengine.model.training.interactive import decode, heldout_loss, interactive_loss
 from dataengine.model.training.loop import _as_is, lr_at, optimisation_step, train
 from dataengine.model.training.losses import mask_losses
-from dataengine.model.training.prompts import embed_prompts, error_clicks, noisy_boxes, _uniform_points
+from dataengine.model.training.prompts import (_uniform_points, dense_prompts, embed_prompts, error_clicks,
+                                               noisy_boxes)
 from dataengine.model.training.settings import (BOOTSTRAP_HELDOUT_SEED_BASE, BOX_NOISE_CAP, BOX_NOISE_STD,
                                                 DICE_WEIGHT, FOCAL_WEIGHT, IOU_WEIGHT, SYNTH_TRAIN_SEED_BASE,
                                                 TrainSettings)
 
 __all__ = ["TrainSettings", "Sample", "SyntheticScenes", "StoreRecords", "WithRehearsal", "split_heldout", "to_frame",
            "decode", "interactive_loss", "heldout_loss", "optimisation_step", "train", "collate",
-           "measure_step_seconds", "plan_steps", "lr_at", "mask_losses", "embed_prompts", "error_clicks", "noisy_boxes"]
+           "measure_step_seconds", "plan_steps", "lr_at", "mask_losses", "embed_prompts",
+           "dense_prompts", "error_clicks", "noisy_boxes"]

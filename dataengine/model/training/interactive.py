@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataengine.model.training.data import Batch, collate
 from dataengine.model.training.losses import mask_losses, discriminative_loss
-from dataengine.model.training.prompts import embed_prompts, error_clicks, noisy_boxes
+from dataengine.model.training.prompts import dense_prompts, embed_prompts, error_clicks, noisy_boxes
 from dataengine.model.training.settings import IOU_WEIGHT, TrainSettings
 
 
@@ -93,14 +93,7 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
     for r in range(settings.rounds):
         with torch.set_grad_enabled(train and r in grad_rounds and torch.is_grad_enabled()):
             sparse = embed_prompts(sam, coords, labels, boxes, uses_box)
-            if prev_logits is None:
-                dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, *src.shape[-2:])
-            else:
-                dense = sam.prompt_encoder.mask_downscaling(prev_logits)
-            if hasattr(sam.prompt_encoder, "click_maps"):   # sam_tiny with click maps: the points, not the box
-                point_labels = labels.clone()
-                point_labels[uses_box, 0] = -1
-                dense = dense + sam.prompt_encoder.click_maps(coords, point_labels)
+            dense = dense_prompts(sam, coords, labels, uses_box, prev_logits, src.shape[-2:])
             logits, iou_pred = decode(sam, src, image_pe, sparse, dense)
             multimask = (r == 0) & ~uses_box      # a single point: three candidate masks
             cand = torch.where(multimask[:, None, None, None], logits[:, 1:], logits[:, :1].expand(-1, 3, -1, -1))

@@ -29,6 +29,21 @@ def embed_prompts(sam, coords, labels, boxes, uses_box):
     return out
 
 
+def dense_prompts(sam, coords, labels, uses_box, prev_logits, size):
+    """Return dense embeddings (N, C, h, w) of `size` (h, w): the previous low-res logits as the mask prompt
+    (or SAM's no-mask embedding), plus sam_tiny's click maps of the points (not of a box's placeholder)."""
+    pe = sam.prompt_encoder
+    if prev_logits is None:
+        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(coords.shape[0], -1, *size)
+    else:
+        dense = pe.mask_downscaling(prev_logits)
+    if hasattr(pe, "click_maps"):
+        point_labels = labels.clone()
+        point_labels[uses_box, 0] = -1
+        dense = dense + pe.click_maps(coords, point_labels)
+    return dense
+
+
 def _uniform_points(region, generator):
     """Return (N, 2) long (x, y) pixels drawn uniformly from each (N, S, S) bool region (empty: the centre)."""
     import torch
