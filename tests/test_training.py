@@ -226,6 +226,21 @@ def test_instance_head_gets_gradients_from_scenes_with_whole_object_maps():
     assert sam.image_encoder.instance_head.proj[2].weight.grad.abs().sum() > 0
 
 
+def test_choice_loss_adds_a_term_that_reaches_the_iou_head():
+    from dataengine.model.tiny import build_sam_tiny
+
+    torch.manual_seed(0)
+    sam = build_sam_tiny({**SMALL, "iou_head": "token"})     # the recipe's head
+    sam.train()
+    scenes = [SyntheticScenes(64, seed_base=7_000)[i] for i in range(2)]
+    batch = training.collate(scenes, sam, 4, np.random.default_rng(0), "cpu")
+    plain, plain_stats = training.interactive_loss(sam, batch, _settings(rounds=1), [0, 1])
+    ranked, ranked_stats = training.interactive_loss(sam, batch, _settings(rounds=1, iou_rank_weight=1.0), [0, 1])
+    assert float(ranked.detach()) > float(plain.detach()) and ranked_stats["iou_loss"] > plain_stats["iou_loss"]
+    ranked.backward()
+    assert sam.mask_decoder.iou_prediction_head.layers[-1].weight.grad.abs().sum() > 0
+
+
 def test_moving_average_and_trained_minutes_survive_a_resume_and_mark_the_curve(tmp_path):
     state = str(tmp_path / "state.pt")
     settings = _settings(steps=4, ema_decay=0.9, curve_minutes=[0.0001])   # a curve point after the first step

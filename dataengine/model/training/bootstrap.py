@@ -11,7 +11,7 @@ from dataengine.model.training.data import SyntheticScenes
 from dataengine.model.training.loop import train
 from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNTH_TRAIN_SEED_BASE, TrainSettings
 
-# The bootstrap recipe (docs/model.md, "The bootstrap run"): about 4 hours on this project's 2-core machine, run
+# The bootstrap recipe (docs/model.md, "The bootstrap run"): 142 trained minutes on this project's 2-core machine, run
 # in segments across working days (`make bootstrap-model` resumes it from training/bootstrap/). Against the
 # recipe of the earlier v0s (1800 steps, 12 masks per image, cosine over 1 hour): 16 masks per image (more
 # supervision per encoder pass), a discriminative instance-embedding loss on the encoder over every whole

@@ -108,6 +108,9 @@ def interactive_loss(sam, batch: Batch, settings: TrainSettings, step_seed, trai
             mask_loss = per_mask.gather(1, best[:, None]).mean()
             iou_loss = F.mse_loss(cand_iou, actual_iou, reduction="none")
             iou_loss = torch.where(multimask[:, None], iou_loss, iou_loss[:, :1].expand(-1, 3)).mean()
+            if settings.iou_rank_weight and bool(multimask.any()):   # teach the score to pick the best of three
+                choice = F.cross_entropy(cand_iou[multimask].float() / 0.1, actual_iou[multimask].argmax(1))
+                iou_loss = iou_loss + settings.iou_rank_weight * choice
             if r in grad_rounds or not train:
                 total = total + mask_loss + IOU_WEIGHT * iou_loss
                 stats["mask_loss"] += float(mask_loss.detach()) / len(grad_rounds)

@@ -39,6 +39,8 @@ class TrainSettings:
                                        # cosine decays over `horizon` steps instead of `steps` (a shortened run)
     rehearsal_share: float = 0.0       # fine-tuning: this share of the images are the bootstrap's synthetic scenes
     instance_weight: float = 0.0       # weight of the instance head's discriminative loss (synthetic scenes only)
+    iou_rank_weight: float = 0.0       # weight of a choice loss on the three first-click candidates: cross-entropy
+                                       # of their predicted IoUs (as logits / 0.1) against the best one
     photo_share: float = 0.0           # synthetic scenes: share of textures cut from real photographs
     ema_decay: float = 0.0             # > 0: keep an exponential moving average of the weights; checkpoints use it
     curve_minutes: list = field(default_factory=list)   # keep the (EMA) weights when the run's trained minutes
