@@ -36,7 +36,7 @@ airflow: $(VENV)/.installed
 	$(BIN)/dataengine init
 	eval "$$($(BIN)/dataengine env)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
-## bootstrap-model: train sam_tiny v0 on the bootstrap recipe (3800 steps, 142 trained minutes on this 2-core machine; complete), resumed
+## bootstrap-model: train sam_tiny v0 on the bootstrap recipe (phase 1: 3800 steps, 142 trained minutes on this 2-core machine; phase 2: 3400 steps, about 2 hours), resumed
 ## from the committed state in training/bootstrap/token-head/ for MINUTES more (default 60), then write its checkpoint to BOOTSTRAP_OUT. It does not
 ## replace the shipped dataengine/assets/sam_tiny_v0.pt: compare first (bench/scaling_curve.py), then copy it there to ship it.
 ## A fresh run: `make bootstrap-model BOOTSTRAP_STATE=/tmp/fresh/state.pt`. THREADS=1 on a machine busy with other work.

@@ -32,6 +32,14 @@ BOOTSTRAP_PHASES: list[dict] = [
      "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
      "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [[600, 7000], [1066, 2600]], "instance_weight": 0.5,
      "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [60, 120, 240, 480]},
+    # The rest of the 8-hour budget (ninth session on): a warm restart from phase 1's averaged weights on new
+    # scenes, a third of the peak learning rate, every step six rounds; state `<state>.phase2`.
+    {"steps": 3400, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
+     "lr": 5e-4, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
+     "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 1,
+     "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
+     "time_limit_s": 0.0, "first_click_only_steps": 0, "instance_weight": 0.5,
+     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [30, 60, 90]},
 ]
 BOOTSTRAP = BOOTSTRAP_PHASES[0]
 
@@ -95,7 +103,8 @@ def bootstrap(out_uri: str, state_path: str, log=print, steps: int | None = None
 
     from dataengine.model.tiny import TINY_CONFIG, build_sam_tiny
 
-    phases = [replace(p) for p in phases] if phases else bootstrap_settings()
+    # a time budget plans the recipe's first phase alone (a model from scratch in that budget)
+    phases = [replace(p) for p in phases] if phases else bootstrap_settings()[:1 if time_budget_s else None]
     config = {**TINY_CONFIG, **BOOTSTRAP_CONFIG, **(config or {})}
     sam = build_sam_tiny(config)
     heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
