@@ -21,8 +21,6 @@ def main() -> None:
     import json
     from dataclasses import asdict, replace
 
-    import torch
-
     from dataengine.model.loading import checkpoint_config, load_payload
     from dataengine.model.tiny import build_sam_tiny
     from dataengine.model.training import SyntheticScenes
@@ -51,8 +49,8 @@ def main() -> None:
     print("trainable:", sum(p.numel() for p in sam.parameters() if p.requires_grad), "parameters")
     recipe = bootstrap_settings()[0]
     settings = replace(recipe, steps=args.steps, rounds=1, first_click_only_steps=args.steps, lr=args.lr,
-                       warmup_steps=10, lr_horizons=[], instance_weight=0.0, iou_rank_weight=args.rank_weight, ema_decay=0.0, curve_minutes=[],
-                       heldout_every=100, checkpoint_every=args.steps, threads=args.threads, seed=7)
+                       warmup_steps=10, lr_horizons=[], instance_weight=0.0, iou_rank_weight=args.rank_weight,
+                       ema_decay=0.0, curve_minutes=[], heldout_every=100, checkpoint_every=args.steps, threads=args.threads, seed=7)
     data = SyntheticScenes(config["img_size"], seed_base=TUNE_SEED_BASE, photo_share=recipe.photo_share)
     heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
     heldout = [heldout_scenes[i] for i in range(recipe.heldout_images)]

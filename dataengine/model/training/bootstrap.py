@@ -11,11 +11,11 @@ from dataengine.model.training.data import SyntheticScenes
 from dataengine.model.training.loop import train
 from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNTH_TRAIN_SEED_BASE, TrainSettings
 
-# The bootstrap recipe (docs/model.md, "The bootstrap run"): 142 trained minutes on this project's 2-core machine, run
-# in segments across working days (`make bootstrap-model` resumes it from training/bootstrap/). Against the
-# recipe of the earlier v0s (1800 steps, 12 masks per image, cosine over 1 hour): 16 masks per image (more
-# supervision per encoder pass), a discriminative instance-embedding loss on the encoder over every whole
-# object of each image, half of the textures cut from real photographs, a moving average of the weights (what
+# The bootstrap recipe (docs/model.md, "The bootstrap run"): phase 1 took 142 trained minutes on this project's
+# 2-core machine, phase 2 about 2 hours more; run in segments across working days (`make bootstrap-model` resumes
+# it from training/bootstrap/). Against the recipe of the earlier v0s (1800 steps, 12 masks per image, cosine
+# over 1 hour): 16 masks per image (more supervision per encoder pass), a discriminative instance-embedding
+# loss on the encoder over every whole object of each image, half of the textures cut from real photographs, a moving average of the weights (what
 # every checkpoint gets, so a segment can stop anywhere), the scaling curve kept at 15..480 trained minutes, and
 # a held-out check every 100 steps. 300 first-prompt-only steps while the model learns to localise a click.
 # The architecture keeps SAM's token IoU head (BOOTSTRAP_CONFIG): the run with the mask-aware head (state in
@@ -23,24 +23,20 @@ from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNT
 # at equal steps (docs/benchmarks.md, "Eighth session"). That arm's first 600 steps, on the 7000-step plan of the
 # time, are this run's first 600 (lr_horizons), so the run resumes from its state in training/bootstrap/token-head/.
 # Steps 600..1066 ran on a 2600-step plan; at step 1066 (51.6 trained minutes, round-1 held-out still rising about a
-# point per 100 steps) the plan was lengthened to 3800 steps, about 165 trained minutes, recorded the same way.
+# point per 100 steps) the plan was lengthened to 3800 steps (142 trained minutes in the end), recorded the same way.
 BOOTSTRAP_CONFIG = {"iou_head": "token"}
-BOOTSTRAP_PHASES: list[dict] = [
-    {"steps": 3800, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
-     "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
-     "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
-     "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
-     "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [[600, 7000], [1066, 2600]], "instance_weight": 0.5,
-     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [60, 120, 240, 480]},
-    # The rest of the 8-hour budget (ninth session on): a warm restart from phase 1's averaged weights on new
-    # scenes, a third of the peak learning rate, every step six rounds; state `<state>.phase2`.
-    {"steps": 3400, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
-     "lr": 5e-4, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
-     "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 1,
-     "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
-     "time_limit_s": 0.0, "first_click_only_steps": 0, "instance_weight": 0.5,
-     "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [30, 60, 90]},
-]
+_PHASE1 = {
+    "steps": 3800, "images_per_step": 2, "masks_per_image": 16, "rounds": 6, "grad_rounds": "first_last_random",
+    "lr": 1.5e-3, "min_lr_fraction": 0.02, "warmup_steps": 50, "weight_decay": 0.01, "clip_grad": 1.0,
+    "loss": "balanced_bce_dice", "box_probability": 0.15, "center_click_probability": 0.5, "seed": 0,
+    "checkpoint_every": 50, "heldout_every": 100, "heldout_images": 16, "num_workers": 1, "threads": 2,
+    "time_limit_s": 0.0, "first_click_only_steps": 300, "lr_horizons": [[600, 7000], [1066, 2600]],
+    "instance_weight": 0.5, "photo_share": 0.5, "ema_decay": 0.998, "curve_minutes": [60, 120, 240, 480]}
+# The rest of the 8-hour budget (ninth session on): a warm restart from phase 1's averaged weights on new scenes,
+# a third of the peak learning rate, every step six rounds; state `<state>.phase2`.
+_PHASE2 = {**_PHASE1, "steps": 3400, "lr": 5e-4, "seed": 1, "first_click_only_steps": 0, "lr_horizons": [],
+           "curve_minutes": [30, 60, 90]}
+BOOTSTRAP_PHASES: list[dict] = [_PHASE1, _PHASE2]
 BOOTSTRAP = BOOTSTRAP_PHASES[0]
 
 
