@@ -50,7 +50,8 @@ def main() -> None:
     recipe = bootstrap_settings()[0]
     settings = replace(recipe, steps=args.steps, rounds=1, first_click_only_steps=args.steps, lr=args.lr,
                        warmup_steps=10, lr_horizons=[], instance_weight=0.0, iou_rank_weight=args.rank_weight,
-                       ema_decay=0.0, curve_minutes=[], heldout_every=100, checkpoint_every=args.steps, threads=args.threads, seed=7)
+                       ema_decay=0.0, curve_minutes=[], heldout_every=100, checkpoint_every=args.steps,
+                       threads=args.threads, seed=7)
     data = SyntheticScenes(config["img_size"], seed_base=TUNE_SEED_BASE, photo_share=recipe.photo_share)
     heldout_scenes = SyntheticScenes(config["img_size"], seed_base=BOOTSTRAP_HELDOUT_SEED_BASE)
     heldout = [heldout_scenes[i] for i in range(recipe.heldout_images)]
