@@ -16,8 +16,9 @@ from dataengine.model.training.settings import BOOTSTRAP_HELDOUT_SEED_BASE, SYNT
 # it from training/bootstrap/). Against the recipe of the earlier v0s (1800 steps, 12 masks per image, cosine
 # over 1 hour): 16 masks per image (more supervision per encoder pass), a discriminative instance-embedding
 # loss on the encoder over every whole object of each image, half of the textures cut from real photographs,
-# a moving average of the weights (what every checkpoint gets, so a segment can stop anywhere), the scaling curve kept at 15..480 trained minutes, and
-# a held-out check every 100 steps. 300 first-prompt-only steps while the model learns to localise a click.
+# a moving average of the weights (what every checkpoint gets, so a segment can stop anywhere), the scaling curve
+# kept at 15..480 trained minutes, and a held-out check every 100 steps. 300 first-prompt-only steps while the
+# model learns to localise a click.
 # The architecture keeps SAM's token IoU head (BOOTSTRAP_CONFIG): the run with the mask-aware head (state in
 # training/bootstrap/state.pt, 2600 steps) lost the first click, and the token-head arm of the A/B recovered it
 # at equal steps (docs/benchmarks.md, "Eighth session"). That arm's first 600 steps, on the 7000-step plan of the
